@@ -1,0 +1,40 @@
+// The Python module pygen._C. Loading it registers every op (TORCH_LIBRARY in ops.cpp
+// and the per-family files); the module itself only reports how it was built and
+// plugs torch's thread pool into csrc's parallel_for.
+#include <ATen/Parallel.h>
+#include <pybind11/pybind11.h>
+
+#include "csrc/common/cpu_isa.h"
+#include "csrc/common/parallel_for.h"
+
+namespace py = pybind11;
+
+namespace {
+
+void at_parallel_backend(int64_t begin, int64_t end, int64_t grain, pygen::ParallelBody body, void* ctx) {
+  at::parallel_for(begin, end, grain, [&](int64_t b, int64_t e) { body(ctx, b, e); });
+}
+
+py::dict build_info() {
+  py::dict info;
+  info["version"] = PYGEN_VERSION;
+#ifdef PYGEN_WITH_CUDA
+  info["cuda"] = true;
+  info["cuda_archs"] = PYGEN_CUDA_ARCHS;
+#else
+  info["cuda"] = false;
+  info["cuda_archs"] = "";
+#endif
+  info["cpu_isa"] = pygen::cpu_isa_name(pygen::cpu_isa());
+  info["cpu_isa_detected"] = pygen::cpu_isa_name(pygen::cpu_isa_detected());
+  info["parallel"] = at::get_parallel_info();
+  info["compiler"] = __VERSION__;
+  return info;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_C, m) {
+  pygen::set_parallel_backend(&at_parallel_backend);
+  m.def("build_info", &build_info, "How this extension was built and which CPU path it runs.");
+}

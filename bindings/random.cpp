@@ -1,0 +1,101 @@
+// CPU implementations of the random ops, and the BackendSelect kernel that routes the
+// factory ops (no tensor inputs) to the backend named by their `device` argument.
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/library.h>
+
+#include "bindings/checks.h"
+#include "bindings/random.h"
+#include "csrc/common/random.h"
+
+namespace pygen {
+
+RandomFillParams random_fill_params(const at::Tensor& out, int64_t seed, int64_t offset,
+                                    Distribution dist) {
+  return {out.data_ptr(), out.numel(), uint64_t(seed), uint64_t(offset),
+          to_dtype(out.scalar_type(), "dtype"), dist};
+}
+
+at::Tensor random_empty(c10::SymIntArrayRef size, int64_t offset, at::ScalarType dtype,
+                        at::Device device) {
+  check_sizes(size, "size");
+  TORCH_CHECK_VALUE(offset >= 0, "offset must be non-negative, got ", offset);
+  to_dtype(dtype, "dtype");
+  check_device_compiled(device, "device");
+  return at::empty(C10_AS_INTARRAYREF_SLOW(size), at::TensorOptions().dtype(dtype).device(device));
+}
+
+std::tuple<at::Tensor, at::Tensor> philox_inputs(const at::Tensor& counter, const at::Tensor& key) {
+  TORCH_CHECK_TYPE(counter.scalar_type() == at::kInt, "counter must be int32 (uint32 bit patterns), got ",
+                   counter.scalar_type());
+  TORCH_CHECK_TYPE(key.scalar_type() == at::kInt, "key must be int32 (uint32 bit patterns), got ",
+                   key.scalar_type());
+  TORCH_CHECK_VALUE(counter.dim() >= 1 && counter.size(-1) == 4, "counter must have shape [..., 4], got ",
+                    counter.sizes());
+  TORCH_CHECK_VALUE(key.dim() >= 1 && key.size(-1) == 2, "key must have shape [..., 2], got ", key.sizes());
+  TORCH_CHECK_VALUE(counter.sizes().slice(0, counter.dim() - 1) == key.sizes().slice(0, key.dim() - 1),
+                    "counter [..., 4] and key [..., 2] must have the same leading shape, got ", counter.sizes(),
+                    " and ", key.sizes());
+  TORCH_CHECK(counter.device() == key.device(), "counter and key must be on the same device, got ",
+              counter.device(), " and ", key.device());
+  return {counter.contiguous(), key.contiguous()};
+}
+
+namespace {
+
+at::Tensor fill_cpu(c10::SymIntArrayRef size, int64_t seed, int64_t offset, at::ScalarType dtype,
+                    at::Device device, Distribution dist) {
+  at::Tensor out = random_empty(size, offset, dtype, device);
+  fill_random_cpu(random_fill_params(out, seed, offset, dist));
+  return out;
+}
+
+at::Tensor rand_cpu(c10::SymIntArrayRef size, int64_t seed, int64_t offset, at::ScalarType dtype,
+                    at::Device device) {
+  return fill_cpu(size, seed, offset, dtype, device, Distribution::kUniform);
+}
+
+at::Tensor randn_cpu(c10::SymIntArrayRef size, int64_t seed, int64_t offset, at::ScalarType dtype,
+                     at::Device device) {
+  return fill_cpu(size, seed, offset, dtype, device, Distribution::kNormal);
+}
+
+at::Tensor philox4x32_10_cpu_op(const at::Tensor& counter, const at::Tensor& key) {
+  auto [c, k] = philox_inputs(counter, key);
+  at::Tensor out = at::empty_like(c);
+  philox4x32_10_cpu({reinterpret_cast<const uint32_t*>(c.data_ptr<int32_t>()),
+                     reinterpret_cast<const uint32_t*>(k.data_ptr<int32_t>()),
+                     reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>()), c.numel() / 4});
+  return out;
+}
+
+using FactoryFn = at::Tensor(c10::SymIntArrayRef, int64_t, int64_t, at::ScalarType, at::Device);
+
+// Factory ops have no tensor argument for the dispatcher to read a backend from, so
+// this kernel picks it from `device`, as ATen's generated BackendSelect kernels do.
+template <const char* kName>
+at::Tensor backend_select(c10::SymIntArrayRef size, int64_t seed, int64_t offset, at::ScalarType dtype,
+                          at::Device device) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").typed<FactoryFn>();
+  const c10::DispatchKeySet ks(c10::computeDispatchKey(dtype, at::kStrided, device));
+  return op.redispatch(ks, size, seed, offset, dtype, device);
+}
+
+constexpr char kRand[] = "pygen::rand";
+constexpr char kRandn[] = "pygen::randn";
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pygen, BackendSelect, m) {
+  m.impl("rand", backend_select<kRand>);
+  m.impl("randn", backend_select<kRandn>);
+}
+
+TORCH_LIBRARY_IMPL(pygen, CPU, m) {
+  m.impl("rand", rand_cpu);
+  m.impl("randn", randn_cpu);
+  m.impl("philox4x32_10", philox4x32_10_cpu_op);
+}
+
+}  // namespace pygen

@@ -1,0 +1,168 @@
+// From Philox blocks to uniform and normal variates, shared by the CPU and CUDA
+// kernels. Each transform consumes one 128-bit block and yields kPerBlock values.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include "csrc/common/hd.h"
+#include "csrc/common/math.h"
+#include "csrc/common/philox.h"
+
+namespace pygen {
+
+// A uniform on the p-bit grid, strictly inside (0, 1): bin k of 2^p is represented by
+// its midpoint (k + 1/2) 2^-p rounded toward zero to the target format. Below 1/2 the
+// midpoint is exact; above it, the format's spacing is 2^-p and the bin's left edge is
+// the nearest value below. Range [2^-(p+1), 1 - 2^-p], p random bits, never 0 or 1.
+template <int P>
+PYGEN_HD float uniform_grid_f32(uint32_t bits) {
+  static_assert(P >= 2 && P <= 24, "fp32 holds at most 24 significant bits");
+  const uint32_t k = bits >> (32 - P);
+  const uint32_t twice = 2 * k + (k < (1u << (P - 1)) ? 1u : 0u);
+  return float(int32_t(twice)) * (1.0f / float(1u << (P + 1)));
+}
+
+PYGEN_HD double uniform_grid_f64(uint32_t hi, uint32_t lo) {
+  const uint64_t k = ((uint64_t(hi) << 32) | lo) >> 11;  // 53 bits
+  const uint64_t twice = 2 * k + (k < (uint64_t(1) << 52) ? 1u : 0u);
+  return double(int64_t(twice)) * 0x1p-54;
+}
+
+// Box-Muller radius sqrt(-2 log u) with u = (k + 1/2) 2^-31 for the top 31 bits k of
+// a word: 31 bits of resolution in the tail (|z| up to 6.66), and u <= 1 so the log is
+// finite. (A signed conversion, because AVX2 has no vector unsigned one.)
+PYGEN_HD float box_muller_radius_f32(uint32_t w) {
+  const float u = mul_rn(add_rn(float(int32_t(w >> 1)), 0.5f), 0x1p-31f);
+  return sqrt_rn(mul_rn(-2.0f, log_f32(u)));
+}
+
+// Value types the kernels store; fp16 and bf16 travel as their bit patterns.
+struct Half {
+  uint16_t bits;
+};
+struct BFloat16 {
+  uint16_t bits;
+};
+
+template <class T>
+struct Uniform;
+
+template <>
+struct Uniform<float> {
+  static constexpr int kPerBlock = 4;
+  PYGEN_HD static void apply(const Philox4x32& b, float* out) {
+    out[0] = uniform_grid_f32<24>(b.v[0]);
+    out[1] = uniform_grid_f32<24>(b.v[1]);
+    out[2] = uniform_grid_f32<24>(b.v[2]);
+    out[3] = uniform_grid_f32<24>(b.v[3]);
+  }
+};
+
+template <>
+struct Uniform<double> {
+  static constexpr int kPerBlock = 2;
+  PYGEN_HD static void apply(const Philox4x32& b, double* out) {
+    out[0] = uniform_grid_f64(b.v[0], b.v[1]);
+    out[1] = uniform_grid_f64(b.v[2], b.v[3]);
+  }
+};
+
+// bf16 and fp16 draw on their own p-bit grids (8 and 11 bits), which they hold exactly,
+// so no rounding can reach 1.
+template <>
+struct Uniform<BFloat16> {
+  static constexpr int kPerBlock = 4;
+  PYGEN_HD static void apply(const Philox4x32& b, BFloat16* out) {
+    out[0].bits = bf16_bits_exact(uniform_grid_f32<8>(b.v[0]));
+    out[1].bits = bf16_bits_exact(uniform_grid_f32<8>(b.v[1]));
+    out[2].bits = bf16_bits_exact(uniform_grid_f32<8>(b.v[2]));
+    out[3].bits = bf16_bits_exact(uniform_grid_f32<8>(b.v[3]));
+  }
+};
+
+template <>
+struct Uniform<Half> {
+  static constexpr int kPerBlock = 4;
+  PYGEN_HD static void apply(const Philox4x32& b, Half* out) {
+    out[0].bits = f32_to_f16_bits(uniform_grid_f32<11>(b.v[0]));
+    out[1].bits = f32_to_f16_bits(uniform_grid_f32<11>(b.v[1]));
+    out[2].bits = f32_to_f16_bits(uniform_grid_f32<11>(b.v[2]));
+    out[3].bits = f32_to_f16_bits(uniform_grid_f32<11>(b.v[3]));
+  }
+};
+
+// A pair of standard normals by Box-Muller from two words (radius, angle).
+PYGEN_HD void normal2_f32(uint32_t radius_word, uint32_t angle_word, float* z) {
+  const float r = box_muller_radius_f32(radius_word);
+  float c, s;
+  sincos_2pi_u24(angle_word >> 8, &c, &s);
+  z[0] = mul_rn(r, c);
+  z[1] = mul_rn(r, s);
+}
+
+// Straight-line code (no inner loops) so the CPU lane loops vectorize.
+PYGEN_HD void normal4_f32(const Philox4x32& b, float* z) {
+  normal2_f32(b.v[0], b.v[1], z);
+  normal2_f32(b.v[2], b.v[3], z + 2);
+}
+
+template <class T>
+struct Normal;
+
+template <>
+struct Normal<float> {
+  static constexpr int kPerBlock = 4;
+  PYGEN_HD static void apply(const Philox4x32& b, float* out) { normal4_f32(b, out); }
+};
+
+template <>
+struct Normal<BFloat16> {
+  static constexpr int kPerBlock = 4;
+  PYGEN_HD static void apply(const Philox4x32& b, BFloat16* out) {
+    float z[4];
+    normal4_f32(b, z);
+    out[0].bits = f32_to_bf16_bits(z[0]);
+    out[1].bits = f32_to_bf16_bits(z[1]);
+    out[2].bits = f32_to_bf16_bits(z[2]);
+    out[3].bits = f32_to_bf16_bits(z[3]);
+  }
+};
+
+template <>
+struct Normal<Half> {
+  static constexpr int kPerBlock = 4;
+  PYGEN_HD static void apply(const Philox4x32& b, Half* out) {
+    float z[4];
+    normal4_f32(b, z);
+    out[0].bits = f32_to_f16_bits(z[0]);
+    out[1].bits = f32_to_f16_bits(z[1]);
+    out[2].bits = f32_to_f16_bits(z[2]);
+    out[3].bits = f32_to_f16_bits(z[3]);
+  }
+};
+
+// fp64 normals: one pair per block, the radius from 64 bits (|z| up to 9.4) and the
+// angle from 53. They use the device's libm, so CPU and CUDA agree to about 1 ulp
+// rather than bit for bit.
+template <>
+struct Normal<double> {
+  static constexpr int kPerBlock = 2;
+  PYGEN_HD static void apply(const Philox4x32& b, double* out) {
+    const uint64_t w = (uint64_t(b.v[0]) << 32) | b.v[1];
+    const double u = (double(w) + 0.5) * 0x1p-64;
+    const double r = sqrt(-2.0 * log(u));
+    // Reduce the angle exactly to the nearest quarter turn before the libm call.
+    const uint64_t k = ((uint64_t(b.v[2]) << 32) | b.v[3]) >> 11;  // 53 bits
+    const uint64_t q = (k + (uint64_t(1) << 50)) >> 51;
+    const double f = double(int64_t(2 * k + 1) - int64_t(q << 52)) * 0x1p-54;
+    const double a = 6.283185307179586476925 * f;
+    const double c = cos(a), s = sin(a);
+    const double cs[4] = {c, -s, -c, s};
+    const double sn[4] = {s, c, -s, -c};
+    out[0] = r * cs[q & 3];
+    out[1] = r * sn[q & 3];
+  }
+};
+
+}  // namespace pygen

@@ -1,0 +1,12 @@
+"""pygen: hand-written C++/CUDA kernels for generative models, callable from PyTorch.
+
+Importing pygen loads the compiled extension ``pygen._C``, which registers every op
+under ``torch.ops.pygen``; ``pygen.ops`` holds the documented wrappers.
+"""
+
+__version__ = "0.1.0"
+
+from pygen import ops
+from pygen._build import info
+
+__all__ = ["__version__", "info", "ops"]
