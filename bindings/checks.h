@@ -25,7 +25,8 @@ inline DType to_dtype(at::ScalarType t, const char* arg) {
 }
 
 inline void check_device_compiled(const at::Device& device, const char* arg) {
-  TORCH_CHECK(device.is_cpu() || device.is_cuda(), arg, " must be a cpu or cuda device, got ", device);
+  TORCH_CHECK(device.is_cpu() || device.is_cuda() || device.is_meta(), arg,
+              " must be a cpu, cuda or meta device, got ", device);
 #ifndef PYGEN_WITH_CUDA
   TORCH_CHECK(!device.is_cuda(), arg, " is ", device,
               " but this pygen build has no CUDA kernels (see pygen.info()['devices'])");

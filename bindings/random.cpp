@@ -1,27 +1,29 @@
 // CPU implementations of the random ops, and the BackendSelect kernel that routes the
 // factory ops (no tensor inputs) to the backend named by their `device` argument.
+#include "bindings/random.h"
+
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/library.h>
 
 #include "bindings/checks.h"
-#include "bindings/random.h"
 #include "csrc/common/random.h"
 
 namespace pygen {
 
-RandomFillParams random_fill_params(const at::Tensor& out, int64_t seed, int64_t offset,
-                                    Distribution dist) {
-  return {out.data_ptr(), out.numel(), uint64_t(seed), uint64_t(offset),
-          to_dtype(out.scalar_type(), "dtype"), dist};
+RandomFillParams random_fill_params(const at::Tensor& out, int64_t seed, int64_t offset, Distribution dist) {
+  return {out.data_ptr(),
+          out.numel(),
+          uint64_t(seed),
+          uint64_t(offset),
+          to_dtype(out.scalar_type(), "dtype"),
+          dist};
 }
 
-at::Tensor random_empty(c10::SymIntArrayRef size, int64_t offset, at::ScalarType dtype,
-                        at::Device device) {
+at::Tensor random_empty(c10::SymIntArrayRef size, int64_t offset, at::ScalarType dtype, at::Device device) {
   check_sizes(size, "size");
   TORCH_CHECK_VALUE(offset >= 0, "offset must be non-negative, got ", offset);
   to_dtype(dtype, "dtype");
-  check_device_compiled(device, "device");
   return at::empty(C10_AS_INTARRAYREF_SLOW(size), at::TensorOptions().dtype(dtype).device(device));
 }
 
@@ -34,8 +36,8 @@ std::tuple<at::Tensor, at::Tensor> philox_inputs(const at::Tensor& counter, cons
                     counter.sizes());
   TORCH_CHECK_VALUE(key.dim() >= 1 && key.size(-1) == 2, "key must have shape [..., 2], got ", key.sizes());
   TORCH_CHECK_VALUE(counter.sizes().slice(0, counter.dim() - 1) == key.sizes().slice(0, key.dim() - 1),
-                    "counter [..., 4] and key [..., 2] must have the same leading shape, got ", counter.sizes(),
-                    " and ", key.sizes());
+                    "counter [..., 4] and key [..., 2] must have the same leading shape, got ",
+                    counter.sizes(), " and ", key.sizes());
   TORCH_CHECK(counter.device() == key.device(), "counter and key must be on the same device, got ",
               counter.device(), " and ", key.device());
   return {counter.contiguous(), key.contiguous()};
@@ -76,8 +78,8 @@ using FactoryFn = at::Tensor(c10::SymIntArrayRef, int64_t, int64_t, at::ScalarTy
 template <const char* kName>
 at::Tensor backend_select(c10::SymIntArrayRef size, int64_t seed, int64_t offset, at::ScalarType dtype,
                           at::Device device) {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").typed<FactoryFn>();
+  static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").typed<FactoryFn>();
+  check_device_compiled(device, "device");
   const c10::DispatchKeySet ks(c10::computeDispatchKey(dtype, at::kStrided, device));
   return op.redispatch(ks, size, seed, offset, dtype, device);
 }

@@ -15,8 +15,8 @@ at::Tensor fill_cuda(c10::SymIntArrayRef size, int64_t seed, int64_t offset, at:
                      at::Device device, Distribution dist) {
   at::Tensor out = random_empty(size, offset, dtype, device);
   const c10::cuda::CUDAGuard guard(out.device());
-  C10_CUDA_CHECK(fill_random_cuda(random_fill_params(out, seed, offset, dist),
-                                  at::cuda::getCurrentCUDAStream()));
+  C10_CUDA_CHECK(
+      fill_random_cuda(random_fill_params(out, seed, offset, dist), at::cuda::getCurrentCUDAStream()));
   return out;
 }
 

@@ -35,8 +35,7 @@ static CpuIsa choose_isa() {
   for (CpuIsa isa : {CpuIsa::kScalar, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
     if (std::strcmp(env, cpu_isa_name(isa)) == 0) return isa < best ? isa : best;
   }
-  throw std::invalid_argument(std::string("PYGEN_CPU_ISA must be scalar, avx2 or avx512, got '") +
-                              env + "'");
+  throw std::invalid_argument(std::string("PYGEN_CPU_ISA must be scalar, avx2 or avx512, got '") + env + "'");
 }
 
 CpuIsa cpu_isa() {

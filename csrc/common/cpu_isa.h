@@ -17,16 +17,16 @@ const char* cpu_isa_name(CpuIsa isa);
 }  // namespace pygen
 
 // Calls FN(args...) from the namespace of the ISA chosen at run time.
-#define PYGEN_CPU_DISPATCH(FN, ...)                    \
-  do {                                                 \
-    switch (::pygen::cpu_isa()) {                      \
-      case ::pygen::CpuIsa::kAvx512:                   \
-        ::pygen::cpu_avx512::FN(__VA_ARGS__);          \
-        break;                                         \
-      case ::pygen::CpuIsa::kAvx2:                     \
-        ::pygen::cpu_avx2::FN(__VA_ARGS__);            \
-        break;                                         \
-      default:                                         \
-        ::pygen::cpu_scalar::FN(__VA_ARGS__);          \
-    }                                                  \
+#define PYGEN_CPU_DISPATCH(FN, ...)           \
+  do {                                        \
+    switch (::pygen::cpu_isa()) {             \
+      case ::pygen::CpuIsa::kAvx512:          \
+        ::pygen::cpu_avx512::FN(__VA_ARGS__); \
+        break;                                \
+      case ::pygen::CpuIsa::kAvx2:            \
+        ::pygen::cpu_avx2::FN(__VA_ARGS__);   \
+        break;                                \
+      default:                                \
+        ::pygen::cpu_scalar::FN(__VA_ARGS__); \
+    }                                         \
   } while (0)

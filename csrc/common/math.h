@@ -98,22 +98,22 @@ PYGEN_HD float log_f32(float x) {
 // exactly in integers to the nearest quarter turn, so the polynomials only see
 // |angle| <= pi/4, where their Taylor tails are below 1e-9.
 PYGEN_HD void sincos_2pi_u24(uint32_t k, float* c_out, float* s_out) {
-  const uint32_t q = ((k + (1u << 21)) >> 22) & 3u;            // nearest quarter turn
+  const uint32_t q = ((k + (1u << 21)) >> 22) & 3u;  // nearest quarter turn
   const int32_t d = int32_t(2 * k + 1) - int32_t(((k + (1u << 21)) >> 22) << 23);
-  const float f = float(d) * 0x1p-25f;                          // turns, |f| <= 1/8, exact
+  const float f = float(d) * 0x1p-25f;  // turns, |f| <= 1/8, exact
   const float f2 = mul_rn(f, f);
   // sin(2 pi f) = f * S(f^2), cos(2 pi f) = C(f^2): Taylor coefficients of (2 pi)^n / n!.
-  float s = -15.094642576822984f;  // S11
-  s = fma_rn(s, f2, 42.058693944897634f);  // S9
-  s = fma_rn(s, f2, -76.70585975306136f);  // S7
-  s = fma_rn(s, f2, 81.60524927607504f);  // S5
+  float s = -15.094642576822984f;           // S11
+  s = fma_rn(s, f2, 42.058693944897634f);   // S9
+  s = fma_rn(s, f2, -76.70585975306136f);   // S7
+  s = fma_rn(s, f2, 81.60524927607504f);    // S5
   s = fma_rn(s, f2, -41.341702240399755f);  // S3
-  s = fma_rn(s, f2, 6.283185307179586f);  // S1
+  s = fma_rn(s, f2, 6.283185307179586f);    // S1
   s = mul_rn(s, f);
-  float c = -26.426256783374388f;  // C10
-  c = fma_rn(c, f2, 60.24464137187664f);  // C8
-  c = fma_rn(c, f2, -85.45681720669371f);  // C6
-  c = fma_rn(c, f2, 64.93939402266828f);  // C4
+  float c = -26.426256783374388f;           // C10
+  c = fma_rn(c, f2, 60.24464137187664f);    // C8
+  c = fma_rn(c, f2, -85.45681720669371f);   // C6
+  c = fma_rn(c, f2, 64.93939402266828f);    // C4
   c = fma_rn(c, f2, -19.739208802178716f);  // C2
   c = fma_rn(c, f2, 1.0f);
   // Rotate by q quarter turns with selects (no table lookups, so loops vectorize).
@@ -137,11 +137,11 @@ PYGEN_HD uint16_t f32_to_f16_bits(float x) {
   const uint32_t u = float_bits(x);
   const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);  // NaN
+  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);   // NaN
   if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to inf
-  if (a < 0x38800000u) {                                   // f16 subnormal or zero
-    if (a < 0x33000000u) return uint16_t(sign);            // below half the smallest
-    const uint32_t shift = 126u - (a >> 23);                // 14..24
+  if (a < 0x38800000u) {                                  // f16 subnormal or zero
+    if (a < 0x33000000u) return uint16_t(sign);           // below half the smallest
+    const uint32_t shift = 126u - (a >> 23);              // 14..24
     const uint32_t mant = (a & 0x007fffffu) | 0x00800000u;
     const uint32_t half = mant >> shift;
     const uint32_t rem = mant & ((1u << shift) - 1u);

@@ -8,8 +8,7 @@
 namespace pygen {
 
 using ParallelBody = void (*)(void* ctx, int64_t begin, int64_t end);
-using ParallelBackend = void (*)(int64_t begin, int64_t end, int64_t grain, ParallelBody body,
-                                 void* ctx);
+using ParallelBackend = void (*)(int64_t begin, int64_t end, int64_t grain, ParallelBody body, void* ctx);
 
 void set_parallel_backend(ParallelBackend backend);
 void parallel_for_erased(int64_t begin, int64_t end, int64_t grain, ParallelBody body, void* ctx);
@@ -19,8 +18,7 @@ void parallel_for_erased(int64_t begin, int64_t end, int64_t grain, ParallelBody
 template <class F>
 void parallel_for(int64_t begin, int64_t end, int64_t grain, const F& f) {
   parallel_for_erased(
-      begin, end, grain,
-      [](void* ctx, int64_t b, int64_t e) { (*static_cast<const F*>(ctx))(b, e); },
+      begin, end, grain, [](void* ctx, int64_t b, int64_t e) { (*static_cast<const F*>(ctx))(b, e); },
       const_cast<F*>(&f));
 }
 

@@ -22,8 +22,7 @@ constexpr uint32_t kWeyl1 = 0xBB67AE85u;
 PYGEN_HD Philox4x32 round(const Philox4x32& c, uint32_t k0, uint32_t k1) {
   const uint64_t p0 = uint64_t(kMul0) * c.v[0];
   const uint64_t p1 = uint64_t(kMul1) * c.v[2];
-  return {{uint32_t(p1 >> 32) ^ c.v[1] ^ k0, uint32_t(p1), uint32_t(p0 >> 32) ^ c.v[3] ^ k1,
-           uint32_t(p0)}};
+  return {{uint32_t(p1 >> 32) ^ c.v[1] ^ k0, uint32_t(p1), uint32_t(p0 >> 32) ^ c.v[3] ^ k1, uint32_t(p0)}};
 }
 }  // namespace philox_detail
 
@@ -47,8 +46,7 @@ PYGEN_HD Philox4x32 philox4x32_10(Philox4x32 ctr, uint32_t k0, uint32_t k1) {
 // the stream is counter (n, 0) read as two 64-bit halves. `offset` in the ops counts
 // blocks, so a caller that used `b` blocks continues with offset + b.
 PYGEN_HD Philox4x32 philox_block(uint64_t seed, uint64_t n) {
-  return philox4x32_10({{uint32_t(n), uint32_t(n >> 32), 0u, 0u}}, uint32_t(seed),
-                       uint32_t(seed >> 32));
+  return philox4x32_10({{uint32_t(n), uint32_t(n >> 32), 0u, 0u}}, uint32_t(seed), uint32_t(seed >> 32));
 }
 
 }  // namespace pygen

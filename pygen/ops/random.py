@@ -25,8 +25,9 @@ def _stream(seed: int | None, generator: torch.Generator | None) -> int:
         if not isinstance(generator, torch.Generator):
             raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         # One 64-bit draw per call: a fresh, reproducible stream, and the generator advances.
-        drawn = torch.randint(-(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, generator=generator,
-                              device=generator.device)
+        drawn = torch.randint(
+            -(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, generator=generator, device=generator.device
+        )
         return int(drawn)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int in [0, 2**64), got {type(seed).__name__}")
@@ -38,8 +39,12 @@ def _stream(seed: int | None, generator: torch.Generator | None) -> int:
 def _size(shape: int | Sequence[int]) -> list[int]:
     if isinstance(shape, int):
         return [shape]
-    if not isinstance(shape, Sequence | torch.Size):
-        raise TypeError(f"shape must be an int or a sequence of ints, got {type(shape).__name__}")
+    if (
+        isinstance(shape, str)
+        or not isinstance(shape, Sequence)
+        or not all(isinstance(s, int | torch.SymInt) for s in shape)
+    ):
+        raise TypeError(f"shape must be an int or a sequence of ints, got {shape!r}")
     return list(shape)
 
 

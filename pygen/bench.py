@@ -1,0 +1,131 @@
+"""``python -m pygen bench [family]``: the benchmark runner.
+
+Each family has a script ``bench/bench_<family>.py`` in the source tree with a function
+``cases(device, quick) -> list[Case]``. Every case times pygen's op and a named baseline
+in the same process, reports medians and the ratio baseline/pygen (> 1: pygen is
+faster), and the run is written to ``bench/results/<device>.json``.
+"""
+
+import datetime
+import importlib.util
+import json
+import platform
+import re
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import pygen
+
+BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
+
+
+@dataclass
+class Case:
+    """One row: ``fn`` (pygen) against ``baseline_fn`` (named ``baseline``) on one input."""
+
+    name: str
+    fn: Callable[[], object]
+    baseline: str
+    baseline_fn: Callable[[], object]
+    params: dict
+
+
+def median_seconds(fn: Callable[[], object], device: str, repeats: int, min_time: float = 0.02) -> float:
+    """Median over ``repeats`` of the mean time of a batch of calls lasting about ``min_time``."""
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    fn()
+    sync()
+    start = time.perf_counter()
+    fn()
+    sync()
+    once = max(time.perf_counter() - start, 1e-7)
+    inner = max(1, int(min_time / once))
+    samples = []
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        sync()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples)
+
+
+def device_name(device: str) -> str:
+    """A file-name-safe description of the machine: GPU name, or CPU model and cores."""
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(torch.device(device))
+    else:
+        model = platform.processor() or platform.machine()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1]
+                    break
+        except OSError:
+            pass
+        name = f"cpu-{model}-{torch.get_num_threads()}threads"
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-").lower()
+
+
+def families() -> list[str]:
+    return sorted(p.stem.removeprefix("bench_") for p in BENCH_DIR.glob("bench_*.py"))
+
+
+def load_family(family: str):
+    path = BENCH_DIR / f"bench_{family}.py"
+    if not path.exists():
+        raise SystemExit(
+            f"no benchmark '{family}' in {BENCH_DIR} (have: {', '.join(families()) or 'none'}); "
+            "benchmarks run from a source checkout"
+        )
+    spec = importlib.util.spec_from_file_location(f"pygen_bench_{family}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(family: str | None = None, *, device: str = "cpu", quick: bool = False, save: bool = True) -> dict:
+    if device.startswith("cuda") and not pygen.info()["cuda_available"]:
+        raise SystemExit("--device cuda needs a GPU and a pygen built with CUDA (see python -m pygen info)")
+    repeats = 5 if quick else 15
+    rows = []
+    for fam in [family] if family else families():
+        for case in load_family(fam).cases(device, quick):
+            ours = median_seconds(case.fn, device, repeats)
+            base = median_seconds(case.baseline_fn, device, repeats)
+            rows.append(
+                {
+                    "family": fam,
+                    "case": case.name,
+                    "params": case.params,
+                    "pygen_s": ours,
+                    "baseline": case.baseline,
+                    "baseline_s": base,
+                    "speedup": base / ours,
+                }
+            )
+    print(f"{'family':<8} {'case':<34} {'pygen':>10} {'baseline':>22} {'speedup':>8}")
+    for r in rows:
+        print(
+            f"{r['family']:<8} {r['case']:<34} {r['pygen_s'] * 1e6:>8.1f}us "
+            f"{r['baseline']:>12} {r['baseline_s'] * 1e6:>7.1f}us {r['speedup']:>7.2f}x"
+        )
+    report = {
+        "device": device_name(device),
+        "date": datetime.date.today().isoformat(),
+        "pygen": pygen.info(),
+        "repeats": repeats,
+        "rows": rows,
+    }
+    if save:
+        out = BENCH_DIR / "results" / f"{report['device']}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {out}")
+    return report

@@ -1,0 +1,89 @@
+"""Pure-PyTorch references of pygen's ops: readable, slow, and the tests' oracle.
+
+Words are uint32 values held in int64 tensors (torch has no uint32 arithmetic).
+"""
+
+import math
+
+import torch
+
+MASK32 = 0xFFFFFFFF
+PHILOX_M0, PHILOX_M1 = 0xD2511F53, 0xCD9E8D57
+PHILOX_W0, PHILOX_W1 = 0x9E3779B9, 0xBB67AE85
+
+
+def _mulhilo(a: torch.Tensor, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """High and low 32-bit words of a * m, via 16-bit halves so int64 never overflows."""
+    lo = (a & 0xFFFF) * m
+    hi = (a >> 16) * m
+    low = ((hi & 0xFFFF) << 16) + lo
+    return ((hi >> 16) + (low >> 32)) & MASK32, low & MASK32
+
+
+def philox4x32_10(counter: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """Philox4x32-10 on int64 ``counter [..., 4]`` and ``key [..., 2]`` words."""
+    c0, c1, c2, c3 = counter.unbind(-1)
+    k0, k1 = key.unbind(-1)
+    for r in range(10):
+        if r > 0:
+            k0, k1 = (k0 + PHILOX_W0) & MASK32, (k1 + PHILOX_W1) & MASK32
+        hi0, lo0 = _mulhilo(c0, PHILOX_M0)
+        hi1, lo1 = _mulhilo(c2, PHILOX_M1)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+    return torch.stack([c0, c1, c2, c3], -1)
+
+
+def philox_stream(seed: int, offset: int, nblocks: int) -> torch.Tensor:
+    """Blocks offset .. offset + nblocks - 1 of stream ``seed`` (unsigned): int64 [nblocks, 4]."""
+    n = offset + torch.arange(nblocks, dtype=torch.int64)
+    zero = torch.zeros_like(n)
+    counter = torch.stack([n & MASK32, n >> 32, zero, zero], -1)
+    key = torch.tensor([seed & MASK32, (seed >> 32) & MASK32], dtype=torch.int64).expand(nblocks, 2)
+    return philox4x32_10(counter, key)
+
+
+SIGNIFICAND_BITS = {torch.float32: 24, torch.float64: 53, torch.float16: 11, torch.bfloat16: 8}
+
+
+def uniform_grid(k: torch.Tensor, p: int) -> torch.Tensor:
+    """Bin k of 2^p on (0, 1) as its midpoint rounded toward zero to p significant bits (float64)."""
+    return (2 * k + (k < (1 << (p - 1))).long()).double() * 2.0 ** -(p + 1)
+
+
+def rand(numel: int, seed: int, offset: int, dtype: torch.dtype) -> torch.Tensor:
+    """Flat reference of ``pygen.ops.rand``."""
+    p = SIGNIFICAND_BITS[dtype]
+    per_block = 2 if dtype == torch.float64 else 4
+    w = philox_stream(seed, offset, -(-numel // per_block))
+    if dtype == torch.float64:
+        k = torch.stack([(w[:, 0] << 21) | (w[:, 1] >> 11), (w[:, 2] << 21) | (w[:, 3] >> 11)], -1)
+    else:
+        k = w >> (32 - p)
+    return uniform_grid(k.reshape(-1)[:numel], p).to(dtype)
+
+
+def randn(numel: int, seed: int, offset: int, dtype: torch.dtype, compute: torch.dtype = torch.float64):
+    """Flat reference of ``pygen.ops.randn``: Box-Muller on the kernel's inputs, in ``compute``.
+
+    With compute=float64 it is the oracle; with float32 it is "the same computation by
+    PyTorch in float32", the yardstick of the tolerance rule.
+    """
+    per_block = 2 if dtype == torch.float64 else 4
+    w = philox_stream(seed, offset, -(-numel // per_block))
+    if dtype == torch.float64:
+        w64 = (w[:, 0].double() * 2.0**32 + w[:, 1].double()).to(compute)
+        u = (w64 + 0.5) * 2.0**-64
+        turns = uniform_grid((w[:, 2] << 21) | (w[:, 3] >> 11), 53).to(compute)
+        pairs = [(u, turns)]
+    else:
+        pairs = []
+        for i in (0, 2):
+            u = ((w[:, i] >> 1).to(compute) + 0.5) * 2.0**-31
+            turns = (((w[:, i + 1] >> 8) * 2 + 1).double() * 2.0**-25).to(compute)
+            pairs.append((u, turns))
+    out = []
+    for u, turns in pairs:
+        r = torch.sqrt(-2.0 * torch.log(u))
+        angle = 2 * math.pi * turns
+        out += [r * torch.cos(angle), r * torch.sin(angle)]
+    return torch.stack(out, -1).reshape(-1)[:numel].to(dtype)

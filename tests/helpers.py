@@ -1,0 +1,27 @@
+"""Test helpers: the low-precision tolerance rule and opcheck."""
+
+import torch
+
+import pygen
+
+# Devices with pygen kernels that can run here: cuda only with a GPU and a CUDA build.
+DEVICES = ["cpu"] + (["cuda"] if pygen.info()["cuda_available"] else [])
+
+
+def assert_error_within(
+    out: torch.Tensor, ref64: torch.Tensor, same_dtype: torch.Tensor, factor: float = 2.0
+):
+    """flash-attention's rule: the kernel's max error against a float64 reference must be
+    at most ``factor`` times the error of the same computation done by PyTorch in the
+    kernel's dtype (``same_dtype``)."""
+    ref64 = ref64.double().cpu()
+    err = (out.double().cpu() - ref64).abs().max().item()
+    base = (same_dtype.double().cpu() - ref64).abs().max().item()
+    assert err <= factor * base + 1e-12, f"kernel error {err:.3e} > {factor} x PyTorch's {base:.3e}"
+
+
+def opcheck(op, args, kwargs=None):
+    """torch.library.opcheck with every check; fails the test with the first problem."""
+    result = torch.library.opcheck(op, args, kwargs or {})
+    bad = {k: v for k, v in result.items() if v != "SUCCESS"}
+    assert not bad, bad
