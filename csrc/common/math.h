@@ -71,11 +71,11 @@ PYGEN_HD float bits_float(uint32_t u) {
 // [sqrt(1/2), sqrt(2)), then a degree-9 polynomial in m - 1). Max error ~1 ulp.
 PYGEN_HD float log_f32(float x) {
   const uint32_t bits = float_bits(x);
-  int e = int((bits >> 23) & 0xffu) - 127;
-  float m = bits_float((bits & 0x007fffffu) | 0x3f800000u);  // [1, 2)
-  const bool big = m > 1.41421356f;
-  m = big ? mul_rn(m, 0.5f) : m;
-  e = big ? e + 1 : e;
+  // m > sqrt(2) (mantissa above that of 0x3fb504f3): halve m and bump e. Integer
+  // arithmetic instead of selects, so the AVX2 build vectorizes it too.
+  const uint32_t big = (bits & 0x007fffffu) > 0x003504f3u ? 1u : 0u;
+  const int e = int((bits >> 23) & 0xffu) - 127 + int(big);
+  const float m = bits_float(((bits & 0x007fffffu) | 0x3f800000u) - (big << 23));
   const float f = add_rn(m, -1.0f);  // exact (Sterbenz)
   const float z = mul_rn(f, f);
   float p = 7.0376836292e-2f;
@@ -133,23 +133,20 @@ PYGEN_HD uint16_t f32_to_bf16_bits(float x) {
   return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+// Branch-free, so the CPU loops vectorize: normal results by integer rounding,
+// subnormal ones by letting a float addition round (adding 0.5f puts 2^-24, the f16
+// subnormal unit, at the last place; Giesen's float_to_half_fast3_rtne).
 PYGEN_HD uint16_t f32_to_f16_bits(float x) {
   const uint32_t u = float_bits(x);
   const uint32_t sign = (u >> 16) & 0x8000u;
   const uint32_t a = u & 0x7fffffffu;
-  if (a > 0x7f800000u) return uint16_t(sign | 0x7e00u);   // NaN
-  if (a >= 0x477ff000u) return uint16_t(sign | 0x7c00u);  // rounds to inf
-  if (a < 0x38800000u) {                                  // f16 subnormal or zero
-    if (a < 0x33000000u) return uint16_t(sign);           // below half the smallest
-    const uint32_t shift = 126u - (a >> 23);              // 14..24
-    const uint32_t mant = (a & 0x007fffffu) | 0x00800000u;
-    const uint32_t half = mant >> shift;
-    const uint32_t rem = mant & ((1u << shift) - 1u);
-    const uint32_t mid = 1u << (shift - 1u);
-    return uint16_t(sign | (half + (rem > mid || (rem == mid && (half & 1u)))));
-  }
   const uint32_t r = a - 0x38000000u;  // rebias exponent 127 -> 15
-  return uint16_t(sign | ((r + 0xfffu + ((r >> 13) & 1u)) >> 13));
+  const uint32_t normal = (r + 0xfffu + ((r >> 13) & 1u)) >> 13;
+  const uint32_t subnormal = float_bits(add_rn(bits_float(a), 0.5f)) - 0x3f000000u;
+  uint32_t h = a < 0x38800000u ? subnormal : normal;
+  h = a >= 0x477ff000u ? 0x7c00u : h;  // rounds to infinity
+  h = a > 0x7f800000u ? 0x7e00u : h;   // NaN
+  return uint16_t(sign | h);
 }
 
 }  // namespace pygen
