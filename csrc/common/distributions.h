@@ -23,10 +23,13 @@ PYGEN_HD float uniform_grid_f32(uint32_t bits) {
   return float(int32_t(twice)) * (1.0f / float(1u << (P + 1)));
 }
 
+// The same grid with p = 53. With k = top 2^52 + m: below 1/2 (top = 0) the value is
+// (2m + 1) 2^-54, above it 1/2 + m 2^-53. m 2^-52 comes exactly from the bits of
+// 1 + m 2^-52 (AVX2 has no vector 64-bit integer -> double conversion).
 PYGEN_HD double uniform_grid_f64(uint32_t hi, uint32_t lo) {
   const uint64_t k = ((uint64_t(hi) << 32) | lo) >> 11;  // 53 bits
-  const uint64_t twice = 2 * k + (k < (uint64_t(1) << 52) ? 1u : 0u);
-  return double(int64_t(twice)) * 0x1p-54;
+  const double frac = bits_double(0x3ff0000000000000ull | (k & 0x000fffffffffffffull)) - 1.0;
+  return 0.5 * frac + ((k >> 52) ? 0.5 : 0x1p-54);
 }
 
 // Box-Muller radius sqrt(-2 log u) with u = (k + 1/2) 2^-31 for the top 31 bits k of

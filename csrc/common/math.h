@@ -67,6 +67,16 @@ PYGEN_HD float bits_float(uint32_t u) {
 #endif
 }
 
+PYGEN_HD double bits_double(uint64_t u) {
+#if defined(__CUDA_ARCH__)
+  return __longlong_as_double(static_cast<long long>(u));
+#else
+  double x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+#endif
+}
+
 // Natural log for positive normal floats (Cephes logf: reduce to m in
 // [sqrt(1/2), sqrt(2)), then a degree-9 polynomial in m - 1). Max error ~1 ulp.
 PYGEN_HD float log_f32(float x) {
@@ -143,9 +153,14 @@ PYGEN_HD uint16_t f32_to_f16_bits(float x) {
   const uint32_t r = a - 0x38000000u;  // rebias exponent 127 -> 15
   const uint32_t normal = (r + 0xfffu + ((r >> 13) & 1u)) >> 13;
   const uint32_t subnormal = float_bits(add_rn(bits_float(a), 0.5f)) - 0x3f000000u;
-  uint32_t h = a < 0x38800000u ? subnormal : normal;
-  h = a >= 0x477ff000u ? 0x7c00u : h;  // rounds to infinity
-  h = a > 0x7f800000u ? 0x7e00u : h;   // NaN
+  // a < 2^31, so signed compares (AVX2 has no unsigned ones) and masks, not branches.
+  const int32_t sa = int32_t(a);
+  const uint32_t is_sub = 0u - uint32_t(sa < 0x38800000);
+  const uint32_t is_inf = 0u - uint32_t(sa >= 0x477ff000);  // rounds to infinity
+  const uint32_t is_nan = 0u - uint32_t(sa > 0x7f800000);
+  uint32_t h = (subnormal & is_sub) | (normal & ~is_sub);
+  h = (0x7c00u & is_inf) | (h & ~is_inf);
+  h = (0x7e00u & is_nan) | (h & ~is_nan);
   return uint16_t(sign | h);
 }
 
