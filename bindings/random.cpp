@@ -27,7 +27,7 @@ at::Tensor random_empty(c10::SymIntArrayRef size, int64_t offset, at::ScalarType
   return at::empty(C10_AS_INTARRAYREF_SLOW(size), at::TensorOptions().dtype(dtype).device(device));
 }
 
-std::tuple<at::Tensor, at::Tensor> philox_inputs(const at::Tensor& counter, const at::Tensor& key) {
+PhiloxCall philox_call(const at::Tensor& counter, const at::Tensor& key) {
   TORCH_CHECK_TYPE(counter.scalar_type() == at::kInt, "counter must be int32 (uint32 bit patterns), got ",
                    counter.scalar_type());
   TORCH_CHECK_TYPE(key.scalar_type() == at::kInt, "key must be int32 (uint32 bit patterns), got ",
@@ -40,35 +40,22 @@ std::tuple<at::Tensor, at::Tensor> philox_inputs(const at::Tensor& counter, cons
                     counter.sizes(), " and ", key.sizes());
   TORCH_CHECK(counter.device() == key.device(), "counter and key must be on the same device, got ",
               counter.device(), " and ", key.device());
-  return {counter.contiguous(), key.contiguous()};
+  PhiloxCall call{
+      counter.contiguous(), key.contiguous(), at::empty_like(counter, at::MemoryFormat::Contiguous), {}};
+  call.params = {reinterpret_cast<const uint32_t*>(call.counter.data_ptr<int32_t>()),
+                 reinterpret_cast<const uint32_t*>(call.key.data_ptr<int32_t>()),
+                 reinterpret_cast<uint32_t*>(call.out.data_ptr<int32_t>()), call.counter.numel() / 4};
+  return call;
 }
 
 namespace {
 
-at::Tensor fill_cpu(c10::SymIntArrayRef size, int64_t seed, int64_t offset, at::ScalarType dtype,
-                    at::Device device, Distribution dist) {
-  at::Tensor out = random_empty(size, offset, dtype, device);
-  fill_random_cpu(random_fill_params(out, seed, offset, dist));
-  return out;
-}
-
-at::Tensor rand_cpu(c10::SymIntArrayRef size, int64_t seed, int64_t offset, at::ScalarType dtype,
-                    at::Device device) {
-  return fill_cpu(size, seed, offset, dtype, device, Distribution::kUniform);
-}
-
-at::Tensor randn_cpu(c10::SymIntArrayRef size, int64_t seed, int64_t offset, at::ScalarType dtype,
-                     at::Device device) {
-  return fill_cpu(size, seed, offset, dtype, device, Distribution::kNormal);
-}
+void fill_cpu(const at::Tensor&, const RandomFillParams& p) { fill_random_cpu(p); }
 
 at::Tensor philox4x32_10_cpu_op(const at::Tensor& counter, const at::Tensor& key) {
-  auto [c, k] = philox_inputs(counter, key);
-  at::Tensor out = at::empty_like(c);
-  philox4x32_10_cpu({reinterpret_cast<const uint32_t*>(c.data_ptr<int32_t>()),
-                     reinterpret_cast<const uint32_t*>(k.data_ptr<int32_t>()),
-                     reinterpret_cast<uint32_t*>(out.data_ptr<int32_t>()), c.numel() / 4});
-  return out;
+  const PhiloxCall call = philox_call(counter, key);
+  philox4x32_10_cpu(call.params);
+  return call.out;
 }
 
 using FactoryFn = at::Tensor(c10::SymIntArrayRef, int64_t, int64_t, at::ScalarType, at::Device);
@@ -95,8 +82,8 @@ TORCH_LIBRARY_IMPL(pygen, BackendSelect, m) {
 }
 
 TORCH_LIBRARY_IMPL(pygen, CPU, m) {
-  m.impl("rand", rand_cpu);
-  m.impl("randn", randn_cpu);
+  m.impl("rand", random_factory<Distribution::kUniform, fill_cpu>);
+  m.impl("randn", random_factory<Distribution::kNormal, fill_cpu>);
   m.impl("philox4x32_10", philox4x32_10_cpu_op);
 }
 

@@ -3,7 +3,6 @@
 
 #include <ATen/ATen.h>
 
-#include <tuple>
 
 #include "csrc/common/random.h"
 
@@ -12,7 +11,22 @@ namespace pygen {
 // Checks the factory arguments and allocates the (uninitialized) result.
 at::Tensor random_empty(c10::SymIntArrayRef size, int64_t offset, at::ScalarType dtype, at::Device device);
 RandomFillParams random_fill_params(const at::Tensor& out, int64_t seed, int64_t offset, Distribution dist);
-// Checks counter [..., 4] and key [..., 2] (int32) and returns them contiguous.
-std::tuple<at::Tensor, at::Tensor> philox_inputs(const at::Tensor& counter, const at::Tensor& key);
+
+// pygen::rand / pygen::randn on the device whose kernel runs as Fill(out, params).
+template <Distribution kDist, void (*Fill)(const at::Tensor&, const RandomFillParams&)>
+at::Tensor random_factory(c10::SymIntArrayRef size, int64_t seed, int64_t offset, at::ScalarType dtype,
+                          at::Device device) {
+  at::Tensor out = random_empty(size, offset, dtype, device);
+  Fill(out, random_fill_params(out, seed, offset, kDist));
+  return out;
+}
+
+// Checks counter [..., 4] and key [..., 2] (int32), allocates the output and returns
+// the kernel's params; the call holds the contiguous inputs and the output.
+struct PhiloxCall {
+  at::Tensor counter, key, out;
+  PhiloxParams params;
+};
+PhiloxCall philox_call(const at::Tensor& counter, const at::Tensor& key);
 
 }  // namespace pygen

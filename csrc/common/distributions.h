@@ -40,16 +40,31 @@ PYGEN_HD float box_muller_radius_f32(uint32_t w) {
   return sqrt_rn(mul_rn(-2.0f, log_f32(u)));
 }
 
-// Value types the kernels store; fp16 and bf16 travel as their bit patterns.
+// fp16 and bf16 travel as their bit patterns; `round` is round-to-nearest-even from
+// float, and kBits their significand bits.
 struct Half {
+  static constexpr int kBits = 11;
   uint16_t bits;
+  PYGEN_HD static Half round(float x) { return {f32_to_f16_bits(x)}; }
 };
 struct BFloat16 {
+  static constexpr int kBits = 8;
   uint16_t bits;
+  PYGEN_HD static BFloat16 round(float x) { return {f32_to_bf16_bits(x)}; }
 };
 
+// fp16 and bf16 draw on their own p-bit grids, which they hold exactly, so the
+// rounding is exact and no value can reach 1.
 template <class T>
-struct Uniform;
+struct Uniform {
+  static constexpr int kPerBlock = 4;
+  PYGEN_HD static void apply(const Philox4x32& b, T* out) {
+    out[0] = T::round(uniform_grid_f32<T::kBits>(b.v[0]));
+    out[1] = T::round(uniform_grid_f32<T::kBits>(b.v[1]));
+    out[2] = T::round(uniform_grid_f32<T::kBits>(b.v[2]));
+    out[3] = T::round(uniform_grid_f32<T::kBits>(b.v[3]));
+  }
+};
 
 template <>
 struct Uniform<float> {
@@ -71,30 +86,6 @@ struct Uniform<double> {
   }
 };
 
-// bf16 and fp16 draw on their own p-bit grids (8 and 11 bits), which they hold exactly,
-// so no rounding can reach 1.
-template <>
-struct Uniform<BFloat16> {
-  static constexpr int kPerBlock = 4;
-  PYGEN_HD static void apply(const Philox4x32& b, BFloat16* out) {
-    out[0].bits = bf16_bits_exact(uniform_grid_f32<8>(b.v[0]));
-    out[1].bits = bf16_bits_exact(uniform_grid_f32<8>(b.v[1]));
-    out[2].bits = bf16_bits_exact(uniform_grid_f32<8>(b.v[2]));
-    out[3].bits = bf16_bits_exact(uniform_grid_f32<8>(b.v[3]));
-  }
-};
-
-template <>
-struct Uniform<Half> {
-  static constexpr int kPerBlock = 4;
-  PYGEN_HD static void apply(const Philox4x32& b, Half* out) {
-    out[0].bits = f32_to_f16_bits(uniform_grid_f32<11>(b.v[0]));
-    out[1].bits = f32_to_f16_bits(uniform_grid_f32<11>(b.v[1]));
-    out[2].bits = f32_to_f16_bits(uniform_grid_f32<11>(b.v[2]));
-    out[3].bits = f32_to_f16_bits(uniform_grid_f32<11>(b.v[3]));
-  }
-};
-
 // A pair of standard normals by Box-Muller from two words (radius, angle).
 PYGEN_HD void normal2_f32(uint32_t radius_word, uint32_t angle_word, float* z) {
   const float r = box_muller_radius_f32(radius_word);
@@ -110,39 +101,24 @@ PYGEN_HD void normal4_f32(const Philox4x32& b, float* z) {
   normal2_f32(b.v[2], b.v[3], z + 2);
 }
 
+// fp16 and bf16 normals: the float32 ones, rounded to nearest even.
 template <class T>
-struct Normal;
+struct Normal {
+  static constexpr int kPerBlock = 4;
+  PYGEN_HD static void apply(const Philox4x32& b, T* out) {
+    float z[4];
+    normal4_f32(b, z);
+    out[0] = T::round(z[0]);
+    out[1] = T::round(z[1]);
+    out[2] = T::round(z[2]);
+    out[3] = T::round(z[3]);
+  }
+};
 
 template <>
 struct Normal<float> {
   static constexpr int kPerBlock = 4;
   PYGEN_HD static void apply(const Philox4x32& b, float* out) { normal4_f32(b, out); }
-};
-
-template <>
-struct Normal<BFloat16> {
-  static constexpr int kPerBlock = 4;
-  PYGEN_HD static void apply(const Philox4x32& b, BFloat16* out) {
-    float z[4];
-    normal4_f32(b, z);
-    out[0].bits = f32_to_bf16_bits(z[0]);
-    out[1].bits = f32_to_bf16_bits(z[1]);
-    out[2].bits = f32_to_bf16_bits(z[2]);
-    out[3].bits = f32_to_bf16_bits(z[3]);
-  }
-};
-
-template <>
-struct Normal<Half> {
-  static constexpr int kPerBlock = 4;
-  PYGEN_HD static void apply(const Philox4x32& b, Half* out) {
-    float z[4];
-    normal4_f32(b, z);
-    out[0].bits = f32_to_f16_bits(z[0]);
-    out[1].bits = f32_to_f16_bits(z[1]);
-    out[2].bits = f32_to_f16_bits(z[2]);
-    out[3].bits = f32_to_f16_bits(z[3]);
-  }
 };
 
 // fp64 normals: one pair per block, the radius from 64 bits (|z| up to 9.4) and the

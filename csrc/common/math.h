@@ -133,9 +133,6 @@ PYGEN_HD void sincos_2pi_u24(uint32_t k, float* c_out, float* s_out) {
   *s_out = (q & 2u) ? -sq : sq;
 }
 
-// The bfloat16 pattern of a float that bfloat16 holds exactly.
-PYGEN_HD uint16_t bf16_bits_exact(float x) { return uint16_t(float_bits(x) >> 16); }
-
 // Round-to-nearest-even float -> bfloat16 / float16 bit patterns, identical everywhere.
 PYGEN_HD uint16_t f32_to_bf16_bits(float x) {
   const uint32_t u = float_bits(x);
