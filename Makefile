@@ -39,6 +39,7 @@ wheel: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pygen tests bench setup.py
+	$(VENV)/bin/ruff format --check pygen tests bench setup.py
 	$(VENV)/bin/clang-format --dry-run --Werror $$(git ls-files 'csrc/*' 'cuda/*' 'bindings/*' | grep -E '\.(h|cpp|cu|cuh)$$')
 
 format: $(STAMP)

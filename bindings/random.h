@@ -3,7 +3,6 @@
 
 #include <ATen/ATen.h>
 
-
 #include "csrc/common/random.h"
 
 namespace pygen {
