@@ -65,7 +65,7 @@ def device_name(device: str) -> str:
         try:
             for line in Path("/proc/cpuinfo").read_text().splitlines():
                 if line.startswith("model name"):
-                    model = line.split(":", 1)[1]
+                    model = line.split(":", 1)[1].strip()
                     break
         except OSError:
             pass

@@ -121,26 +121,25 @@ struct Normal<float> {
   PYGEN_HD static void apply(const Philox4x32& b, float* out) { normal4_f32(b, out); }
 };
 
-// fp64 normals: one pair per block, the radius from 64 bits (|z| up to 9.4) and the
-// angle from 53. They use the device's libm, so CPU and CUDA agree to about 1 ulp
-// rather than bit for bit.
+// fp64 normals: one pair per block, the radius from the 53-bit uniform grid (|z| up
+// to 8.65) and the angle from 53 bits, reduced exactly to the nearest quarter turn.
+// Every rounding is fixed, as for fp32, so CPU and CUDA agree bit for bit.
 template <>
 struct Normal<double> {
   static constexpr int kPerBlock = 2;
   PYGEN_HD static void apply(const Philox4x32& b, double* out) {
-    const uint64_t w = (uint64_t(b.v[0]) << 32) | b.v[1];
-    const double u = (double(w) + 0.5) * 0x1p-64;
-    const double r = sqrt(-2.0 * log(u));
-    // Reduce the angle exactly to the nearest quarter turn before the libm call.
+    const double r = sqrt_rn(mul_rn(-2.0, log_f64(uniform_grid_f64(b.v[0], b.v[1]))));
     const uint64_t k = ((uint64_t(b.v[2]) << 32) | b.v[3]) >> 11;  // 53 bits
     const uint64_t q = (k + (uint64_t(1) << 50)) >> 51;
-    const double f = double(int64_t(2 * k + 1) - int64_t(q << 52)) * 0x1p-54;
-    const double a = 6.283185307179586476925 * f;
-    const double c = cos(a), s = sin(a);
-    const double cs[4] = {c, -s, -c, s};
-    const double sn[4] = {s, c, -s, -c};
-    out[0] = r * cs[q & 3];
-    out[1] = r * sn[q & 3];
+    // d = 2k + 1 - q 2^52 in [-2^51, 2^51], as a double via the 1.5 * 2^52 bias
+    // (exact, and vectorizable where a 64-bit integer conversion is not).
+    const uint64_t d = 2 * k + 1 - (q << 52);
+    const double f = mul_rn(add_rn(bits_double(0x4338000000000000ull + d), -0x1.8p52), 0x1p-54);
+    double c, s;
+    sincos_2pi_f64(f, &c, &s);
+    rotate_quarter_turns(uint32_t(q), c, s, &c, &s);
+    out[0] = mul_rn(r, c);
+    out[1] = mul_rn(r, s);
   }
 };
 

@@ -47,6 +47,56 @@ PYGEN_HD float sqrt_rn(float a) {
 #endif
 }
 
+PYGEN_HD double fma_rn(double a, double b, double c) {
+#if defined(__CUDA_ARCH__)
+  return __fma_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
+PYGEN_HD double mul_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+
+PYGEN_HD double add_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+
+PYGEN_HD double div_rn(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __ddiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+PYGEN_HD double sqrt_rn(double a) {
+#if defined(__CUDA_ARCH__)
+  return __dsqrt_rn(a);
+#else
+  return std::sqrt(a);
+#endif
+}
+
+PYGEN_HD uint64_t double_bits(double x) {
+#if defined(__CUDA_ARCH__)
+  return static_cast<uint64_t>(__double_as_longlong(x));
+#else
+  uint64_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+#endif
+}
+
 PYGEN_HD uint32_t float_bits(float x) {
 #if defined(__CUDA_ARCH__)
   return __float_as_uint(x);
@@ -104,6 +154,16 @@ PYGEN_HD float log_f32(float x) {
   return fma_rn(fe, 0.693359375f, add_rn(f, y));
 }
 
+// (cos, sin) of an angle plus q quarter turns, from its (c, s). Selects, not table
+// lookups, so the CPU loops vectorize.
+template <class T>
+PYGEN_HD void rotate_quarter_turns(uint32_t q, T c, T s, T* c_out, T* s_out) {
+  const T cq = (q & 1u) ? s : c;
+  const T sq = (q & 1u) ? c : s;
+  *c_out = ((q + 1u) & 2u) ? -cq : cq;
+  *s_out = (q & 2u) ? -sq : sq;
+}
+
 // cos and sin of 2*pi*(k + 1/2) / 2^24 for a 24-bit integer k. The angle is reduced
 // exactly in integers to the nearest quarter turn, so the polynomials only see
 // |angle| <= pi/4, where their Taylor tails are below 1e-9.
@@ -113,24 +173,71 @@ PYGEN_HD void sincos_2pi_u24(uint32_t k, float* c_out, float* s_out) {
   const float f = float(d) * 0x1p-25f;  // turns, |f| <= 1/8, exact
   const float f2 = mul_rn(f, f);
   // sin(2 pi f) = f * S(f^2), cos(2 pi f) = C(f^2): Taylor coefficients of (2 pi)^n / n!.
-  float s = -15.094642576822984f;           // S11
-  s = fma_rn(s, f2, 42.058693944897634f);   // S9
-  s = fma_rn(s, f2, -76.70585975306136f);   // S7
-  s = fma_rn(s, f2, 81.60524927607504f);    // S5
-  s = fma_rn(s, f2, -41.341702240399755f);  // S3
-  s = fma_rn(s, f2, 6.283185307179586f);    // S1
+  float s = -15.09464257682299f;  // -(2 pi)^11 / 11!
+  s = fma_rn(s, f2, 42.058693944897655f);
+  s = fma_rn(s, f2, -76.70585975306139f);
+  s = fma_rn(s, f2, 81.60524927607506f);
+  s = fma_rn(s, f2, -41.34170224039976f);
+  s = fma_rn(s, f2, 6.283185307179586f);
   s = mul_rn(s, f);
-  float c = -26.426256783374388f;           // C10
-  c = fma_rn(c, f2, 60.24464137187664f);    // C8
-  c = fma_rn(c, f2, -85.45681720669371f);   // C6
-  c = fma_rn(c, f2, 64.93939402266828f);    // C4
-  c = fma_rn(c, f2, -19.739208802178716f);  // C2
+  float c = -26.4262567833744f;  // -(2 pi)^10 / 10!
+  c = fma_rn(c, f2, 60.24464137187666f);
+  c = fma_rn(c, f2, -85.45681720669373f);
+  c = fma_rn(c, f2, 64.9393940226683f);
+  c = fma_rn(c, f2, -19.739208802178716f);
   c = fma_rn(c, f2, 1.0f);
-  // Rotate by q quarter turns with selects (no table lookups, so loops vectorize).
-  const float cq = (q & 1u) ? s : c;
-  const float sq = (q & 1u) ? c : s;
-  *c_out = ((q + 1u) & 2u) ? -cq : cq;
-  *s_out = (q & 2u) ? -sq : sq;
+  rotate_quarter_turns(q, c, s, c_out, s_out);
+}
+
+// Natural log for positive normal doubles (fdlibm's e_log.c: m in [sqrt(1/2), sqrt(2)),
+// s = (m - 1) / (m + 1), a minimax polynomial in s^2). Error below 1 ulp.
+PYGEN_HD double log_f64(double x) {
+  const uint64_t bits = double_bits(x);
+  const uint64_t mant = bits & 0x000fffffffffffffull;
+  const uint64_t big = mant > 0x0006a09e667f3bccull ? 1u : 0u;  // m > sqrt(2)
+  const double k = double(int32_t(bits >> 52) - 1023 + int32_t(big));
+  const double f = add_rn(bits_double((mant | 0x3ff0000000000000ull) - (big << 52)), -1.0);  // exact
+  const double hfsq = mul_rn(mul_rn(0.5, f), f);
+  const double s = div_rn(f, add_rn(2.0, f));
+  const double z = mul_rn(s, s);
+  const double w = mul_rn(z, z);
+  double t1 = fma_rn(w, 1.531383769920937332e-01, 2.222219843214978396e-01);
+  t1 = fma_rn(w, t1, 3.999999999940941908e-01);
+  t1 = mul_rn(w, t1);
+  double t2 = fma_rn(w, 1.479819860511658591e-01, 1.818357216161805012e-01);
+  t2 = fma_rn(w, t2, 2.857142874366239149e-01);
+  t2 = fma_rn(w, t2, 6.666666666666735130e-01);
+  t2 = mul_rn(z, t2);
+  const double r = add_rn(t2, t1);
+  const double lo = fma_rn(k, 1.90821492927058770002e-10, mul_rn(s, add_rn(hfsq, r)));
+  return fma_rn(k, 6.93147180369123816490e-01, -add_rn(add_rn(hfsq, -lo), -f));
+}
+
+// cos and sin of 2*pi*f for |f| <= 1/8 (turns, exact): Taylor series of (2 pi)^n / n!
+// through n = 18, whose tail is below 1e-19 there.
+PYGEN_HD void sincos_2pi_f64(double f, double* c_out, double* s_out) {
+  const double f2 = mul_rn(f, f);
+  double s = 0.10422916220813984;  // (2 pi)^17 / 17!
+  s = fma_rn(s, f2, -0.7181223017785006);
+  s = fma_rn(s, f2, 3.819952584848282);
+  s = fma_rn(s, f2, -15.09464257682299);
+  s = fma_rn(s, f2, 42.058693944897655);
+  s = fma_rn(s, f2, -76.70585975306139);
+  s = fma_rn(s, f2, 81.60524927607506);
+  s = fma_rn(s, f2, -41.34170224039976);
+  s = fma_rn(s, f2, 6.283185307179586);
+  double c = -0.03638284114254567;  // -(2 pi)^18 / 18!
+  c = fma_rn(c, f2, 0.28200596845579123);
+  c = fma_rn(c, f2, -1.714390711088672);
+  c = fma_rn(c, f2, 7.903536371318469);
+  c = fma_rn(c, f2, -26.4262567833744);
+  c = fma_rn(c, f2, 60.24464137187666);
+  c = fma_rn(c, f2, -85.45681720669373);
+  c = fma_rn(c, f2, 64.9393940226683);
+  c = fma_rn(c, f2, -19.739208802178716);
+  c = fma_rn(c, f2, 1.0);
+  *s_out = mul_rn(s, f);
+  *c_out = c;
 }
 
 // Round-to-nearest-even float -> bfloat16 / float16 bit patterns, identical everywhere.

@@ -98,10 +98,10 @@ def randn(
 ) -> torch.Tensor:
     """Standard normal random numbers (Box-Muller on Philox4x32-10 streams).
 
-    Arguments as :func:`rand`. float32, float16 and bfloat16 come from float32
-    arithmetic whose every rounding is fixed, so they are bit-identical on CPU and
-    CUDA; tails reach |z| = 6.66. float64 uses 64-bit radius and 53-bit angle inputs
-    (tails to |z| = 9.4) and each device's libm, so devices agree to about 1 ulp.
+    Arguments as :func:`rand`. Every rounding of the arithmetic is fixed (pygen's own
+    log, sin and cos), so results are bit-identical on CPU and CUDA. float16 and
+    bfloat16 are the float32 values rounded to nearest even; float32 tails reach
+    |z| = 6.66 (31-bit radius input), float64 tails |z| = 8.65 (53-bit).
 
     Returns:
         Tensor of ``shape`` and ``dtype``.

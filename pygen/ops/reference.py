@@ -71,8 +71,7 @@ def randn(numel: int, seed: int, offset: int, dtype: torch.dtype, compute: torch
     per_block = 2 if dtype == torch.float64 else 4
     w = philox_stream(seed, offset, -(-numel // per_block))
     if dtype == torch.float64:
-        w64 = (w[:, 0].double() * 2.0**32 + w[:, 1].double()).to(compute)
-        u = (w64 + 0.5) * 2.0**-64
+        u = uniform_grid((w[:, 0] << 21) | (w[:, 1] >> 11), 53).to(compute)
         turns = uniform_grid((w[:, 2] << 21) | (w[:, 3] >> 11), 53).to(compute)
         pairs = [(u, turns)]
     else:
