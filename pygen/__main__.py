@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("family", nargs="?", help="one family (e.g. random); default: all")
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     bench.add_argument("--quick", action="store_true", help="fewer repeats and smaller shapes")
+    bench.add_argument("--threads", type=int, help="torch.set_num_threads for the run (CPU)")
     bench.add_argument("--no-save", action="store_true", help="do not write bench/results/<device>.json")
     args = parser.parse_args(argv)
 
@@ -33,8 +34,12 @@ def main(argv: list[str] | None = None) -> int:
 
         run()
     else:
+        import torch
+
         from pygen.bench import run
 
+        if args.threads:
+            torch.set_num_threads(args.threads)
         run(args.family, device=args.device, quick=args.quick, save=not args.no_save)
     return 0
 
