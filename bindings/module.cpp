@@ -1,13 +1,18 @@
 // The Python module pygen._C. Loading it registers every op (TORCH_LIBRARY in ops.cpp
-// and the per-family files); the module itself only reports how it was built and
-// plugs torch's thread pool into csrc's parallel_for.
+// and the per-family files). The module reports how it was built, plugs torch's
+// thread pool into csrc's parallel_for, and holds each family's eager entry points:
+// the ops' dispatcher calls without torch.ops' Python-side overhead.
 #include <ATen/Parallel.h>
-#include <pybind11/pybind11.h>
+#include <torch/python.h>
 
 #include "csrc/common/cpu_isa.h"
 #include "csrc/common/parallel_for.h"
 
 namespace py = pybind11;
+
+namespace pygen {
+void bind_random(py::module_& m);
+}  // namespace pygen
 
 namespace {
 
@@ -37,4 +42,5 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   pygen::set_parallel_backend(&at_parallel_backend);
   m.def("build_info", &build_info, "How this extension was built and which CPU path it runs.");
+  pygen::bind_random(m);
 }

@@ -7,14 +7,16 @@ on the device, the thread count or the SIMD path, and a caller can continue a st
 where the last call stopped with ``offset += philox_blocks(numel, dtype)``.
 """
 
+import functools
 from collections.abc import Sequence
 
 import torch
 
-import pygen._build  # noqa: F401  (registers torch.ops.pygen)
+from pygen._build import _C
 
 _DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _UINT64 = 1 << 64
+_INTS = (int, torch.SymInt)
 
 
 def _stream(seed: int | None, generator: torch.Generator | None) -> int:
@@ -39,13 +41,14 @@ def _stream(seed: int | None, generator: torch.Generator | None) -> int:
 def _size(shape: int | Sequence[int]) -> list[int]:
     if isinstance(shape, int):
         return [shape]
-    if (
-        isinstance(shape, str)
-        or not isinstance(shape, Sequence)
-        or not all(isinstance(s, int | torch.SymInt) for s in shape)
-    ):
-        raise TypeError(f"shape must be an int or a sequence of ints, got {shape!r}")
-    return list(shape)
+    if isinstance(shape, (tuple, list)) and all(isinstance(s, _INTS) for s in shape):
+        return list(shape)  # torch.Size is a tuple
+    raise TypeError(f"shape must be an int or a sequence of ints, got {shape!r}")
+
+
+@functools.lru_cache(maxsize=64)
+def _device(device: str | int) -> torch.device:
+    return torch.device(device)
 
 
 def _check(dtype: torch.dtype, offset: int) -> None:
@@ -53,6 +56,14 @@ def _check(dtype: torch.dtype, offset: int) -> None:
         raise TypeError(f"dtype must be one of float32, float64, float16, bfloat16, got {dtype}")
     if isinstance(offset, int) and offset < 0:
         raise ValueError(f"offset must be a non-negative int (Philox blocks to skip), got {offset}")
+
+
+def _call(op, eager, shape, seed, offset, generator, dtype, device) -> torch.Tensor:
+    _check(dtype, offset)
+    device = device if isinstance(device, torch.device) else _device(device)
+    args = (_size(shape), _stream(seed, generator), offset, dtype, device)
+    # torch.compile traces the registered op; eager calls skip torch.ops' overhead.
+    return op(*args) if torch.compiler.is_compiling() else eager(*args)
 
 
 def rand(
@@ -83,8 +94,7 @@ def rand(
         rounded toward zero, so values lie in [2^-(p+1), 1 - 2^-p] and are never 0 or 1.
         Bit-identical on every device, thread count and SIMD path.
     """
-    _check(dtype, offset)
-    return torch.ops.pygen.rand(_size(shape), _stream(seed, generator), offset, dtype, torch.device(device))
+    return _call(torch.ops.pygen.rand, _C.rand, shape, seed, offset, generator, dtype, device)
 
 
 def randn(
@@ -106,8 +116,7 @@ def randn(
     Returns:
         Tensor of ``shape`` and ``dtype``.
     """
-    _check(dtype, offset)
-    return torch.ops.pygen.randn(_size(shape), _stream(seed, generator), offset, dtype, torch.device(device))
+    return _call(torch.ops.pygen.randn, _C.randn, shape, seed, offset, generator, dtype, device)
 
 
 def philox_blocks(numel: int, dtype: torch.dtype = torch.float32) -> int:
