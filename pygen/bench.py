@@ -69,7 +69,7 @@ def device_name(device: str) -> str:
                     break
         except OSError:
             pass
-        name = f"cpu-{model}-{torch.get_num_threads()}threads"
+        name = f"cpu-{model}-{pygen.info()['cpu_isa']}-{torch.get_num_threads()}threads"
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name.strip()).strip("-").lower()
 
 
