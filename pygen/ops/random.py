@@ -8,6 +8,7 @@ where the last call stopped with ``offset += philox_blocks(numel, dtype)``.
 """
 
 import functools
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -31,8 +32,9 @@ def _stream(seed: int | None, generator: torch.Generator | None) -> int:
             -(1 << 63), (1 << 63) - 1, (), dtype=torch.int64, generator=generator, device=generator.device
         )
         return int(drawn)
-    if isinstance(seed, bool) or not isinstance(seed, int):
+    if isinstance(seed, bool) or not hasattr(type(seed), "__index__"):
         raise TypeError(f"seed must be an int in [0, 2**64), got {type(seed).__name__}")
+    seed = operator.index(seed)  # Python and NumPy integers
     if not 0 <= seed < _UINT64:
         raise ValueError(f"seed must be in [0, 2**64), got {seed}")
     return seed - _UINT64 if seed >= 1 << 63 else seed
@@ -54,8 +56,8 @@ def _device(device: str | int) -> torch.device:
 def _check(dtype: torch.dtype, offset: int) -> None:
     if dtype not in _DTYPES:
         raise TypeError(f"dtype must be one of float32, float64, float16, bfloat16, got {dtype}")
-    if isinstance(offset, int) and offset < 0:
-        raise ValueError(f"offset must be a non-negative int (Philox blocks to skip), got {offset}")
+    if isinstance(offset, int) and not 0 <= offset < 1 << 63:
+        raise ValueError(f"offset must be an int in [0, 2**63) (Philox blocks to skip), got {offset}")
 
 
 def _call(op, eager, shape, seed, offset, generator, dtype, device) -> torch.Tensor:
@@ -83,7 +85,8 @@ def rand(
         offset: Philox blocks of the stream to skip (see :func:`philox_blocks`).
         generator: a ``torch.Generator`` to draw the seed from (one draw per call,
             offset 0); it advances, so repeated calls differ and replay after
-            ``generator.manual_seed``.
+            ``generator.manual_seed``. A CUDA generator costs a device sync per
+            call; under ``torch.compile`` pass ``seed`` instead.
         dtype: float32 (default), float64, float16 or bfloat16.
         device: ``"cpu"`` or a CUDA device.
 

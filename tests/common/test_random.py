@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -73,6 +74,10 @@ def test_offset_continues_the_stream():
     assert torch.equal(full[40:], pygen.ops.rand((60,), seed=9, offset=blocks))
     full64 = pygen.ops.randn((100,), seed=9, dtype=torch.float64)
     assert torch.equal(full64[40:], pygen.ops.randn((60,), seed=9, offset=20, dtype=torch.float64))
+
+
+def test_numpy_integer_seed():
+    assert torch.equal(pygen.ops.rand((5,), seed=np.uint64(2**64 - 1)), pygen.ops.rand((5,), seed=2**64 - 1))
 
 
 def test_seeds_and_offsets_differ():
@@ -203,7 +208,9 @@ def test_compile_fullgraph(device):
         (dict(shape=(3,), seed=1, generator=torch.Generator()), ValueError, "pass exactly one of seed="),
         (dict(shape=(3,), generator=1), TypeError, "generator must be a torch.Generator"),
         (dict(shape=(3, -2), seed=1), ValueError, "size must be non-negative, got -2 at dim 1"),
-        (dict(shape=(3,), seed=1, offset=-1), ValueError, "offset must be a non-negative int"),
+        (dict(shape=(3,), seed=1, offset=-1), ValueError, r"offset must be an int in \[0, 2\*\*63\)"),
+        (dict(shape=(3,), seed=1, offset=1 << 63), ValueError, r"offset must be an int in \[0, 2\*\*63\)"),
+        (dict(shape=(3,), seed=True), TypeError, "seed must be an int"),
         (dict(shape=(3,), seed=1, dtype=torch.int32), TypeError, "dtype must be one of float32"),
         (dict(shape="abc", seed=1), TypeError, "shape must be an int or a sequence"),
     ],
