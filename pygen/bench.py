@@ -3,7 +3,7 @@
 Each family has a script ``bench/bench_<family>.py`` in the source tree with a function
 ``cases(device, quick) -> list[Case]``. Every case times pygen's op and a named baseline
 in the same process, reports medians and the ratio baseline/pygen (> 1: pygen is
-faster), and the run is written to ``bench/results/<device>.json``.
+faster), and the run is written to ``bench/results/<device>.json`` with a plot beside it.
 """
 
 import datetime
@@ -90,10 +90,19 @@ def load_family(family: str):
     return module
 
 
-def run(family: str | None = None, *, device: str = "cpu", quick: bool = False, save: bool = True) -> dict:
+def run(
+    family: str | None = None,
+    *,
+    device: str = "cpu",
+    quick: bool = False,
+    save: bool = True,
+    repeats: int | None = None,
+) -> dict:
+    """Runs the cases of ``family`` (default: all), prints the table, returns the report
+    and, with ``save``, writes it to ``bench/results/<device>.json`` and ``.png``."""
     if device.startswith("cuda") and not pygen.info()["cuda_available"]:
         raise SystemExit("--device cuda needs a GPU and a pygen built with CUDA (see python -m pygen info)")
-    repeats = 5 if quick else 15
+    repeats = repeats or (5 if quick else 15)
     rows = []
     for fam in [family] if family else families():
         for case in load_family(fam).cases(device, quick):
@@ -127,5 +136,29 @@ def run(family: str | None = None, *, device: str = "cpu", quick: bool = False, 
         out = BENCH_DIR / "results" / f"{report['device']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"wrote {out}")
+        plot(report, out.with_suffix(".png"))
+        print(f"wrote {out} and {out.with_suffix('.png').name}")
     return report
+
+
+def plot(report: dict, path: Path) -> None:
+    """Speedup of every row against its baseline, as horizontal bars on a log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["rows"]
+    labels = [f"{r['case']} vs {r['baseline']}" for r in rows]
+    speedups = [r["speedup"] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 0.28 * len(rows) + 1.2))
+    ax.barh(labels, speedups, color=["tab:green" if s >= 1 else "tab:red" for s in speedups])
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.invert_yaxis()
+    ax.set_xlabel("speedup over baseline (median time ratio, > 1: pygen faster)")
+    ax.set_title(f"pygen {report['pygen']['version']} on {report['device']} ({report['date']})", fontsize=9)
+    ax.tick_params(axis="y", labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
