@@ -1,11 +1,23 @@
 # One-command set-up, build, demo and tests (see README.md).
 PYTHON ?= python3
 VENV ?= .venv
+# SYSTEM_PYTHON=1: use $(PYTHON) and what it has installed, no venv (machines without a
+# package registry, such as the GPU machines: torch, cmake, ninja, pytest are there).
+ifeq ($(SYSTEM_PYTHON),1)
+PY := $(PYTHON)
+STAMP :=
+RUFF := $(PYTHON) -m ruff
+CLANG_FORMAT := clang-format
+else
 PY := $(VENV)/bin/python
-BIN := $(abspath $(VENV)/bin)
 STAMP := $(VENV)/.requirements-installed
+RUFF := $(VENV)/bin/ruff
+CLANG_FORMAT := $(VENV)/bin/clang-format
 # The venv's cmake and ninja, whatever the machine has.
-export PATH := $(BIN):$(PATH)
+export PATH := $(abspath $(VENV)/bin):$(PATH)
+endif
+
+PY_SOURCES := pygen tests bench setup.py conftest.py
 
 .PHONY: demo test build info bench cuda-check wheel lint format clean
 
@@ -38,13 +50,13 @@ wheel: $(STAMP)
 	$(PY) -m pip wheel --no-build-isolation --no-deps -w dist .
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pygen tests bench setup.py
-	$(VENV)/bin/ruff format --check pygen tests bench setup.py
-	$(VENV)/bin/clang-format --dry-run --Werror $$(git ls-files 'csrc/*' 'cuda/*' 'bindings/*' | grep -E '\.(h|cpp|cu|cuh)$$')
+	$(RUFF) check $(PY_SOURCES)
+	$(RUFF) format --check $(PY_SOURCES)
+	$(CLANG_FORMAT) --dry-run --Werror $$(git ls-files 'csrc/*' 'cuda/*' 'bindings/*' | grep -E '\.(h|cpp|cu|cuh)$$')
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format pygen tests bench setup.py
-	$(VENV)/bin/clang-format -i $$(git ls-files 'csrc/*' 'cuda/*' 'bindings/*' | grep -E '\.(h|cpp|cu|cuh)$$')
+	$(RUFF) format $(PY_SOURCES)
+	$(CLANG_FORMAT) -i $$(git ls-files 'csrc/*' 'cuda/*' 'bindings/*' | grep -E '\.(h|cpp|cu|cuh)$$')
 
 clean:
 	rm -rf build dist *.egg-info pygen/_C*.so

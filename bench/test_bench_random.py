@@ -7,6 +7,8 @@ import pytest
 
 from pygen.bench import load_family
 
+pytest.importorskip("pytest_benchmark", reason="needs pytest-benchmark (in requirements.txt)")
+
 CASES = load_family("random").cases("cpu", quick=True)
 
 

@@ -16,6 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     bench.add_argument("--quick", action="store_true", help="fewer repeats and smaller shapes")
     bench.add_argument("--threads", type=int, help="torch.set_num_threads for the run (CPU)")
+    bench.add_argument("--plot", metavar="RESULT_JSON", help="only draw the plot of a saved result")
     bench.add_argument("--no-save", action="store_true", help="do not write bench/results/<device>.json")
     args = parser.parse_args(argv)
 
@@ -36,8 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import torch
 
-        from pygen.bench import run
+        from pygen.bench import plot_file, run
 
+        if args.plot:
+            print(f"wrote {plot_file(args.plot)}")
+            return 0
         if args.threads:
             torch.set_num_threads(args.threads)
         run(args.family, device=args.device, quick=args.quick, save=not args.no_save)

@@ -136,9 +136,20 @@ def run(
         out = BENCH_DIR / "results" / f"{report['device']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2) + "\n")
-        plot(report, out.with_suffix(".png"))
-        print(f"wrote {out} and {out.with_suffix('.png').name}")
+        print(f"wrote {out}")
+        try:
+            plot(report, out.with_suffix(".png"))
+            print(f"wrote {out.with_suffix('.png')}")
+        except ImportError:  # machines with torch but no registry (GPU boxes) may lack it
+            print(f"matplotlib is not installed: no plot (later: python -m pygen bench --plot {out})")
     return report
+
+
+def plot_file(result: Path) -> Path:
+    """Draws the plot of a saved ``bench/results/<device>.json`` beside it."""
+    path = Path(result).with_suffix(".png")
+    plot(json.loads(Path(result).read_text()), path)
+    return path
 
 
 def plot(report: dict, path: Path) -> None:

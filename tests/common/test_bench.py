@@ -1,5 +1,7 @@
 """The benchmark runner: timing, the report and its plot."""
 
+import pytest
+
 import pygen
 from pygen import bench
 
@@ -17,6 +19,7 @@ def test_run_writes_nothing_without_save(capsys):
 
 
 def test_plot(tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need matplotlib (in requirements.txt)")
     report = {
         "device": "cpu-test",
         "date": "2026-11-21",
