@@ -11,20 +11,26 @@ namespace {
 
 constexpr int kThreads = 256;
 
+// A block's values stored as one 8- or 16-byte access. The output comes from
+// at::empty, whose CUDA allocations are aligned well beyond that.
+template <class T, int V>
+struct alignas(sizeof(T) * V) Pack {
+  T v[V];
+};
+
 template <class T, template <class> class Dist>
 __global__ void fill_kernel(T* __restrict__ out, int64_t numel, uint64_t seed, uint64_t offset) {
   constexpr int V = Dist<T>::kPerBlock;
   const int64_t nblocks = (numel + V - 1) / V;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; b < nblocks; b += stride) {
-    T vals[V];
-    Dist<T>::apply(philox_block(seed, offset + uint64_t(b)), vals);
+    Pack<T, V> vals;
+    Dist<T>::apply(philox_block(seed, offset + uint64_t(b)), vals.v);
     const int64_t first = b * V;
     if (first + V <= numel) {
-#pragma unroll
-      for (int j = 0; j < V; ++j) out[first + j] = vals[j];
+      *reinterpret_cast<Pack<T, V>*>(out + first) = vals;
     } else {
-      for (int j = 0; first + j < numel; ++j) out[first + j] = vals[j];
+      for (int j = 0; first + j < numel; ++j) out[first + j] = vals.v[j];
     }
   }
 }
