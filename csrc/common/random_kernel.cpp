@@ -1,10 +1,12 @@
 // CPU fill kernel for the random ops. Compiled once per ISA (PYGEN_CPU_NS names the
-// namespace); the compiler vectorizes the lane loops over a tile of Philox blocks.
+// namespace): Philox for a tile of blocks in SIMD lanes, then the transforms, whose
+// lane loop the compiler vectorizes.
 #include <algorithm>
 #include <cstring>
 
 #include "csrc/common/distributions.h"
 #include "csrc/common/parallel_for.h"
+#include "csrc/common/philox_cpu.h"
 #include "csrc/common/random.h"
 
 namespace pygen::PYGEN_CPU_NS {
@@ -21,13 +23,7 @@ void fill(T* out, int64_t numel, uint64_t seed, uint64_t offset) {
     uint32_t w[4][kTile];  // structure of arrays, so both lane loops vectorize
     T vals[kTile * V];
     for (int64_t b = b0; b < b1; b += kTile) {
-      for (int l = 0; l < kTile; ++l) {
-        const Philox4x32 r = philox_block(seed, offset + uint64_t(b + l));
-        w[0][l] = r.v[0];
-        w[1][l] = r.v[1];
-        w[2][l] = r.v[2];
-        w[3][l] = r.v[3];
-      }
+      philox_tile(seed, offset + uint64_t(b), w);
       for (int l = 0; l < kTile; ++l) D::apply({{w[0][l], w[1][l], w[2][l], w[3][l]}}, vals + l * V);
       const int64_t first = b * V;
       const int64_t count = std::min<int64_t>(std::min<int64_t>(kTile, b1 - b) * V, numel - first);

@@ -1,0 +1,32 @@
+"""`python -m pygen info` and `demo`, as a user runs them."""
+
+import json
+import subprocess
+import sys
+
+import torch
+
+import pygen
+
+
+def run(*args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "pygen", *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_info_json_matches_pygen_info():
+    report = json.loads(run("info", "--json"))
+    assert report["version"] == pygen.__version__
+    assert report["torch"] == torch.__version__
+    assert "cpu" in report["devices"]
+    assert report["cpu_isa"] in ("scalar", "avx2", "avx512")
+    assert report["num_threads"] >= 1 and report["parallel_backend"] in ("OpenMP", "native")
+
+
+def test_demo_draws_reproducible_numbers():
+    out = run("demo")
+    assert "== pygen build ==" in out
+    assert "cpu: same seed again is bit-identical: True" in out
+    if pygen.info()["cuda_available"]:
+        assert "cpu and cuda bit-identical: True" in out
