@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
+#include "csrc/common/dtype.h"
 #include "csrc/common/hd.h"
 #include "csrc/common/math.h"
 #include "csrc/common/philox.h"
@@ -39,19 +40,6 @@ PYGEN_HD float box_muller_radius_f32(uint32_t w) {
   const float u = mul_rn(add_rn(float(int32_t(w >> 1)), 0.5f), 0x1p-31f);
   return sqrt_rn(mul_rn(-2.0f, log_f32(u)));
 }
-
-// fp16 and bf16 travel as their bit patterns; `round` is round-to-nearest-even from
-// float, and kBits their significand bits.
-struct Half {
-  static constexpr int kBits = 11;
-  uint16_t bits;
-  PYGEN_HD static Half round(float x) { return {f32_to_f16_bits(x)}; }
-};
-struct BFloat16 {
-  static constexpr int kBits = 8;
-  uint16_t bits;
-  PYGEN_HD static BFloat16 round(float x) { return {f32_to_bf16_bits(x)}; }
-};
 
 // fp16 and bf16 draw on their own p-bit grids, which they hold exactly, so the
 // rounding is exact and no value can reach 1.

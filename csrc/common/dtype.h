@@ -1,8 +1,43 @@
-// The element types kernels see, named without torch.
+// The element types kernels see, named without torch, and the storage types of the
+// 16-bit floats.
 #pragma once
+
+#include <cstdint>
+
+#include "csrc/common/hd.h"
+#include "csrc/common/math.h"
 
 namespace pygen {
 
 enum class DType { kFloat32, kFloat64, kFloat16, kBFloat16 };
+
+// fp16 and bf16 travel as their bit patterns; `round` is round-to-nearest-even from
+// float, and kBits their significand bits.
+struct Half {
+  static constexpr int kBits = 11;
+  uint16_t bits;
+  PYGEN_HD static Half round(float x) { return {f32_to_f16_bits(x)}; }
+};
+struct BFloat16 {
+  static constexpr int kBits = 8;
+  uint16_t bits;
+  PYGEN_HD static BFloat16 round(float x) { return {f32_to_bf16_bits(x)}; }
+};
+
+// Calls f(T{}) with the element type `dtype` names: float, double, Half or BFloat16.
+template <class F>
+decltype(auto) visit_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::kFloat64:
+      return f(double{});
+    case DType::kFloat16:
+      return f(Half{});
+    case DType::kBFloat16:
+      return f(BFloat16{});
+    case DType::kFloat32:
+      break;
+  }
+  return f(float{});
+}
 
 }  // namespace pygen

@@ -34,16 +34,10 @@ void fill(T* out, int64_t numel, uint64_t seed, uint64_t offset) {
 
 template <template <class> class Dist>
 void fill_dtype(const RandomFillParams& p) {
-  switch (p.dtype) {
-    case DType::kFloat32:
-      return fill<float, Dist>(static_cast<float*>(p.out), p.numel, p.seed, p.offset);
-    case DType::kFloat64:
-      return fill<double, Dist>(static_cast<double*>(p.out), p.numel, p.seed, p.offset);
-    case DType::kFloat16:
-      return fill<Half, Dist>(static_cast<Half*>(p.out), p.numel, p.seed, p.offset);
-    case DType::kBFloat16:
-      return fill<BFloat16, Dist>(static_cast<BFloat16*>(p.out), p.numel, p.seed, p.offset);
-  }
+  visit_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    fill<T, Dist>(static_cast<T*>(p.out), p.numel, p.seed, p.offset);
+  });
 }
 
 }  // namespace

@@ -47,24 +47,10 @@ template <template <class> class Dist>
 cudaError_t launch(const RandomFillParams& p, cudaStream_t stream) {
   const int64_t nblocks = (p.numel + values_per_block(p.dtype) - 1) / values_per_block(p.dtype);
   const int grid = grid_for(nblocks);
-  switch (p.dtype) {
-    case DType::kFloat32:
-      fill_kernel<float, Dist>
-          <<<grid, kThreads, 0, stream>>>(static_cast<float*>(p.out), p.numel, p.seed, p.offset);
-      break;
-    case DType::kFloat64:
-      fill_kernel<double, Dist>
-          <<<grid, kThreads, 0, stream>>>(static_cast<double*>(p.out), p.numel, p.seed, p.offset);
-      break;
-    case DType::kFloat16:
-      fill_kernel<Half, Dist>
-          <<<grid, kThreads, 0, stream>>>(static_cast<Half*>(p.out), p.numel, p.seed, p.offset);
-      break;
-    case DType::kBFloat16:
-      fill_kernel<BFloat16, Dist>
-          <<<grid, kThreads, 0, stream>>>(static_cast<BFloat16*>(p.out), p.numel, p.seed, p.offset);
-      break;
-  }
+  visit_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    fill_kernel<T, Dist><<<grid, kThreads, 0, stream>>>(static_cast<T*>(p.out), p.numel, p.seed, p.offset);
+  });
   return cudaGetLastError();
 }
 
