@@ -5,10 +5,12 @@ Environment:
   TORCH_CUDA_ARCH_LIST    CUDA architectures, default "8.0;9.0"
   MAX_JOBS                parallel compile jobs (default: all cores)
   CMAKE_BUILD_TYPE        Release (default) or Debug / RelWithDebInfo
+  CMAKE_ARGS              extra arguments for the CMake configure step
 """
 
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +42,7 @@ class cmake_build_ext(build_ext):
             f"-DPYGEN_CUDA={cuda}",
             f"-DPYGEN_VERSION={VERSION}",
             "-GNinja",
+            *shlex.split(os.environ.get("CMAKE_ARGS", "")),
         ]
         jobs = os.environ.get("MAX_JOBS") or str(os.cpu_count() or 1)
         subprocess.check_call(["cmake", str(ROOT), *config], cwd=build_dir)
