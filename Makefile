@@ -19,7 +19,7 @@ endif
 
 PY_SOURCES := pygen tests bench setup.py conftest.py
 
-.PHONY: demo test build info bench cuda-check wheel lint format clean
+.PHONY: demo test build info bench cuda-check gpu-cycle wheel lint format clean
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,19 @@ bench: build
 cuda-check: $(STAMP)
 	cmake -S cuda -B build/cuda-check -G Ninja
 	cmake --build build/cuda-check
+
+# One build-test-bench cycle on a GPU machine, for one device-tool call:
+#   make gpu-cycle SYSTEM_PYTHON=1
+# CUDA build, the whole suite (the bench still runs if a test fails: read the summary),
+# the benchmarks on cuda; results go to bench/results/ and, when $OUT is set, there too.
+gpu-cycle: export PYGEN_CUDA = 1
+gpu-cycle: $(STAMP)
+	nvidia-smi -L
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	$(PY) -m pygen info
+	-$(PY) -m pytest -q
+	$(PY) -m pygen bench --device cuda
+	if [ -n "$$OUT" ]; then cp -r bench/results "$$OUT/"; fi
 
 wheel: $(STAMP)
 	$(PY) -m pip wheel --no-build-isolation --no-deps -w dist .
