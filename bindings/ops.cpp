@@ -8,4 +8,9 @@ TORCH_LIBRARY(pygen, m) {
   m.def("rand(SymInt[] size, int seed, int offset, ScalarType dtype, Device device) -> Tensor");
   m.def("randn(SymInt[] size, int seed, int offset, ScalarType dtype, Device device) -> Tensor");
   m.def("philox4x32_10(Tensor counter, Tensor key) -> Tensor");
+
+  // sampling: exact categorical sampling, pygen/ops/sampling.py
+  m.def(
+      "sample_categorical(Tensor logits, Tensor temperature, float min_p, Tensor seed, int offset) -> "
+      "(Tensor token, Tensor logprob)");
 }

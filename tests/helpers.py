@@ -25,3 +25,15 @@ def opcheck(op, args, kwargs=None):
     result = torch.library.opcheck(op, args, kwargs or {})
     bad = {k: v for k, v in result.items() if v != "SUCCESS"}
     assert not bad, bad
+
+
+def chi2_threshold(dof: int, p: float = 1e-6) -> float:
+    """x with P(chi-square with ``dof`` degrees of freedom > x) = p, by bisection on the
+    regularized upper incomplete gamma function (mpmath comes with torch)."""
+    import mpmath
+
+    lo, hi = 0.0, dof + 40.0 * (dof**0.5 + 1)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if mpmath.gammainc(dof / 2, mid / 2, regularized=True) > p else (lo, mid)
+    return hi

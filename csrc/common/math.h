@@ -164,6 +164,39 @@ PYGEN_HD void rotate_quarter_turns(uint32_t q, T c, T s, T* c_out, T* s_out) {
   *s_out = (q & 2u) ? -sq : sq;
 }
 
+// e^x for x <= 0 (Cephes expf: x = n ln2 + r with |r| <= ln2/2, then a degree-7
+// polynomial; relative error ~1 ulp). Below -87.3 the result is 0 rather than a
+// subnormal: callers use it for softmax weights relative to the maximum.
+PYGEN_HD float exp_nonpos_f32(float x) {
+  const float xc = x < -87.3f ? -87.3f : x;
+  const float n = float(int32_t(fma_rn(xc, 1.44269504088896341f, -0.5f)));  // floor(x/ln2 + 1/2)
+  float r = fma_rn(n, -0.693359375f, xc);
+  r = fma_rn(n, 2.12194440e-4f, r);
+  float p = 1.9875691500e-4f;
+  p = fma_rn(p, r, 1.3981999507e-3f);
+  p = fma_rn(p, r, 8.3334519073e-3f);
+  p = fma_rn(p, r, 4.1665795894e-2f);
+  p = fma_rn(p, r, 1.6666665459e-1f);
+  p = fma_rn(p, r, 5.0000001201e-1f);
+  const float e = add_rn(fma_rn(mul_rn(r, r), p, r), 1.0f);
+  const float scale = bits_float(uint32_t(int32_t(n) + 127) << 23);  // 2^n, n in [-126, 0]
+  const uint32_t keep = 0u - uint32_t(x >= -87.3f);                  // a mask, not a branch: loops vectorize
+  return bits_float(float_bits(mul_rn(e, scale)) & keep);
+}
+
+// float16 / bfloat16 bit patterns to float, exactly, branch-free (vectorizable).
+PYGEN_HD float bf16_bits_to_f32(uint16_t h) { return bits_float(uint32_t(h) << 16); }
+
+PYGEN_HD float f16_bits_to_f32(uint16_t h) {
+  const uint32_t sign = uint32_t(h & 0x8000u) << 16;
+  const uint32_t em = h & 0x7fffu;
+  // Normal and subnormal: shift exponent+mantissa into place and rescale by 2^112,
+  // which also normalizes subnormals exactly; inf/NaN keep an all-ones exponent.
+  const float scaled = mul_rn(bits_float(em << 13), 0x1p112f);
+  const uint32_t special = em >= 0x7c00u ? 0x7f800000u | (em & 0x3ffu) << 13 : float_bits(scaled);
+  return bits_float(sign | special);
+}
+
 // cos and sin of 2*pi*(k + 1/2) / 2^24 for a 24-bit integer k. The angle is reduced
 // exactly in integers to the nearest quarter turn, so the polynomials only see
 // |angle| <= pi/4, where their Taylor tails are below 1e-9.

@@ -1,5 +1,6 @@
 """Documented wrappers of the ``torch.ops.pygen`` ops, and their pure-PyTorch references."""
 
 from pygen.ops.random import philox4x32_10, philox_blocks, rand, randn
+from pygen.ops.sampling import sample_categorical
 
-__all__ = ["philox4x32_10", "philox_blocks", "rand", "randn"]
+__all__ = ["philox4x32_10", "philox_blocks", "rand", "randn", "sample_categorical"]

@@ -20,7 +20,7 @@ _UINT64 = 1 << 64
 _INTS = (int, torch.SymInt)
 
 
-def _stream(seed: int | None, generator: torch.Generator | None) -> int:
+def resolve_seed(seed: int | None, generator: torch.Generator | None) -> int:
     """The int64 bit pattern of the stream's seed, from ``seed`` or drawn from ``generator``."""
     if (seed is None) == (generator is None):
         raise ValueError("pass exactly one of seed= (an int in [0, 2**64)) or generator= (a torch.Generator)")
@@ -63,7 +63,7 @@ def _check(dtype: torch.dtype, offset: int) -> None:
 def _call(op, eager, shape, seed, offset, generator, dtype, device) -> torch.Tensor:
     _check(dtype, offset)
     device = device if isinstance(device, torch.device) else _device(device)
-    args = (_size(shape), _stream(seed, generator), offset, dtype, device)
+    args = (_size(shape), resolve_seed(seed, generator), offset, dtype, device)
     # torch.compile traces the registered op; eager calls skip torch.ops' overhead.
     return op(*args) if torch.compiler.is_compiling() else eager(*args)
 

@@ -86,3 +86,44 @@ def randn(numel: int, seed: int, offset: int, dtype: torch.dtype, compute: torch
         angle = 2 * math.pi * turns
         out += [r * torch.cos(angle), r * torch.sin(angle)]
     return torch.stack(out, -1).reshape(-1)[:numel].to(dtype)
+
+
+def categorical_uniform(seeds: torch.Tensor, offset: int) -> torch.Tensor:
+    """Row r's 53-bit uniform of ``sample_categorical``: Philox block ``offset`` of substream r."""
+    rows = seeds.numel()
+    r = torch.arange(rows, dtype=torch.int64)
+    counter = torch.stack(
+        [torch.full_like(r, offset & MASK32), torch.full_like(r, offset >> 32), r & MASK32, r >> 32], -1
+    )
+    s = seeds.reshape(-1).to(torch.int64)
+    key = torch.stack([s & MASK32, (s >> 32) & MASK32], -1)
+    w = philox4x32_10(counter, key)
+    return uniform_grid((w[:, 0] << 21) | (w[:, 1] >> 11), 53)
+
+
+def sample_categorical(
+    logits: torch.Tensor, temperature: torch.Tensor, min_p: float, seeds: torch.Tensor, offset: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference of ``pygen.ops.sample_categorical``: float64 probabilities, inverted with
+    the kernel's uniforms. Returns (token, logprob) of shape ``logits.shape[:-1]``."""
+    rows, vocab = logits.shape[:-1], logits.shape[-1]
+    x = logits.reshape(-1, vocab).double()
+    t = temperature.reshape(-1).double()
+    u = categorical_uniform(seeds, offset)
+    tokens, logprobs = [], []
+    for i in range(x.shape[0]):
+        if t[i] == 0:
+            tokens.append(int(torch.argmax(x[i])))
+            logprobs.append(0.0)
+            continue
+        logp = torch.log_softmax(x[i] / t[i], -1)
+        if min_p > 0:
+            logp = torch.where(logp >= logp.max() + math.log(min_p), logp, -math.inf)
+            logp = logp - torch.logsumexp(logp, -1)
+        cdf = torch.cumsum(logp.exp(), -1)
+        k = int(torch.searchsorted(cdf, u[i] * cdf[-1], right=True).clamp(max=vocab - 1))
+        while logp[k] == -math.inf:  # rounding past the last category with weight
+            k -= 1
+        tokens.append(k)
+        logprobs.append(float(logp[k]))
+    return torch.tensor(tokens).reshape(rows), torch.tensor(logprobs, dtype=torch.float32).reshape(rows)

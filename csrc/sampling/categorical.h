@@ -1,0 +1,47 @@
+// Exact categorical sampling (pygen.ops.sample_categorical): parameters, the per-row
+// randomness shared by CPU and CUDA, and the CPU entry point.
+//
+// Each row is sampled by inversion with a 53-bit uniform: weights exp(y_i - max) in
+// float32, their sums in float64, so a token of probability p is drawn with probability
+// p up to float32's relative rounding of its weight (~1e-7 of p), far into the tail
+// (p down to ~1e-16), unlike Gumbel-max with float32 noise, which truncates it.
+#pragma once
+
+#include <cstdint>
+
+#include "csrc/common/distributions.h"
+#include "csrc/common/dtype.h"
+#include "csrc/common/hd.h"
+#include "csrc/common/philox.h"
+
+namespace pygen {
+
+// Row status codes written by the kernels; bindings turn them into errors.
+enum CategoricalStatus : int32_t { kCategoricalOk = 0, kCategoricalBadLogit = 1, kCategoricalNoSupport = 2 };
+
+struct CategoricalParams {
+  const void* logits;        // [rows, vocab], contiguous
+  DType dtype;
+  int64_t rows;
+  int64_t vocab;
+  const float* temperature;  // [rows], >= 0; 0 is greedy (first maximum)
+  float log_min_p;           // keep tokens with p >= min_p * p_max; -inf keeps all
+  const int64_t* seed;       // [rows], uint64 bit patterns
+  uint64_t offset;
+  int64_t* token;            // [rows] out
+  float* logprob;            // [rows] out: log-probability of the token (truncated, tempered)
+  int32_t* status;           // [rows] out: CategoricalStatus
+};
+
+// Row r's uniform: block `offset` of the substream whose counter words 2-3 hold r, so
+// rows of one call (and calls at different offsets) never share randomness.
+PYGEN_HD double categorical_uniform(uint64_t seed, uint64_t offset, uint64_t row) {
+  const Philox4x32 b = philox4x32_10(
+      {{uint32_t(offset), uint32_t(offset >> 32), uint32_t(row), uint32_t(row >> 32)}}, uint32_t(seed),
+      uint32_t(seed >> 32));
+  return uniform_grid_f64(b.v[0], b.v[1]);
+}
+
+void sample_categorical_cpu(const CategoricalParams& p);
+
+}  // namespace pygen

@@ -1,0 +1,155 @@
+// CPU kernel of sample_categorical, compiled once per ISA (PYGEN_CPU_NS). Rows run in
+// parallel; within a row, lane arrays keep the max and the float64 sums vectorizable.
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "csrc/common/math.h"
+#include "csrc/common/parallel_for.h"
+#include "csrc/sampling/categorical.h"
+
+namespace pygen::PYGEN_CPU_NS {
+
+namespace {
+
+constexpr int64_t kChunk = 512;  // weights are summed per chunk, then one chunk is rescanned
+constexpr int kLanes = 16;
+
+// Logit i of a row as float (fp64 logits are rounded to float like the others are widened).
+template <class T>
+inline float load(const T* row, int64_t i);
+template <>
+inline float load(const float* row, int64_t i) {
+  return row[i];
+}
+template <>
+inline float load(const double* row, int64_t i) {
+  return float(row[i]);
+}
+template <>
+inline float load(const Half* row, int64_t i) {
+  return f16_bits_to_f32(row[i].bits);
+}
+template <>
+inline float load(const BFloat16* row, int64_t i) {
+  return bf16_bits_to_f32(row[i].bits);
+}
+
+// A token's unnormalized probability exp(y - y_max), 0 below the min-p cut. Computed
+// unconditionally and then masked, so the loops stay branch-free.
+inline double weight(float y, float y_max, float y_min) {
+  const double w = double(exp_nonpos_f32(add_rn(y, -y_max)));
+  return bits_double(double_bits(w) & (0ull - uint64_t(y >= y_min)));
+}
+
+template <class T>
+void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chunk_sums) {
+  const T* row = static_cast<const T*>(p.logits) + r * p.vocab;
+  const int64_t V = p.vocab;
+  const float temperature = p.temperature[r];
+  const float inv_t = temperature > 0 ? 1.0f / temperature : 1.0f;
+
+  // Pass 1: maximum, its first index, and whether any logit is NaN or +inf.
+  float lane_max[kLanes];
+  int32_t lane_bad[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    lane_max[l] = -std::numeric_limits<float>::infinity();
+    lane_bad[l] = 0;
+  }
+  int64_t i = 0;
+  for (; i + kLanes <= V; i += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const float x = load(row, i + l);
+      lane_bad[l] |= int32_t(!(x < std::numeric_limits<float>::infinity()) & !(x == -std::numeric_limits<float>::infinity()));
+      lane_max[l] = x > lane_max[l] ? x : lane_max[l];
+    }
+  }
+  float x_max = -std::numeric_limits<float>::infinity();
+  int32_t bad = 0;
+  for (int l = 0; l < kLanes; ++l) {
+    x_max = lane_max[l] > x_max ? lane_max[l] : x_max;
+    bad |= lane_bad[l];
+  }
+  for (; i < V; ++i) {
+    const float x = load(row, i);
+    bad |= int32_t(!(x < std::numeric_limits<float>::infinity()) & !(x == -std::numeric_limits<float>::infinity()));
+    x_max = x > x_max ? x : x_max;
+  }
+  if (bad) {
+    p.status[r] = kCategoricalBadLogit;
+    return;
+  }
+  if (x_max == -std::numeric_limits<float>::infinity()) {
+    p.status[r] = kCategoricalNoSupport;
+    return;
+  }
+  if (temperature == 0) {  // greedy: the first maximum, with probability 1
+    int64_t k = 0;
+    while (load(row, k) != x_max) ++k;
+    p.token[r] = k;
+    p.logprob[r] = 0.0f;
+    p.status[r] = kCategoricalOk;
+    return;
+  }
+
+  // Pass 2: float64 sums of the weights exp(y - y_max) per chunk, tokens under the
+  // min-p threshold weighing 0.
+  const float y_max = mul_rn(x_max, inv_t);
+  const float y_min = add_rn(y_max, p.log_min_p);
+  const int64_t n_chunks = (V + kChunk - 1) / kChunk;
+  chunk_sums.resize(size_t(n_chunks));
+  double total = 0;
+  for (int64_t c = 0; c < n_chunks; ++c) {
+    const int64_t begin = c * kChunk, end = begin + kChunk < V ? begin + kChunk : V;
+    double lane_sum[kLanes] = {};
+    int64_t j = begin;
+    for (; j + kLanes <= end; j += kLanes) {
+      for (int l = 0; l < kLanes; ++l) lane_sum[l] += weight(mul_rn(load(row, j + l), inv_t), y_max, y_min);
+    }
+    double s = 0;
+    for (int l = 0; l < kLanes; ++l) s += lane_sum[l];
+    for (; j < end; ++j) s += weight(mul_rn(load(row, j), inv_t), y_max, y_min);
+    chunk_sums[size_t(c)] = s;
+    total += s;
+  }
+
+  // Inversion: the chunk where the running sum passes u * total, then the token in it.
+  const double target = categorical_uniform(uint64_t(p.seed[r]), p.offset, uint64_t(r)) * total;
+  double acc = 0;
+  int64_t c = 0;
+  while (c + 1 < n_chunks && (chunk_sums[size_t(c)] == 0 || acc + chunk_sums[size_t(c)] <= target)) {
+    acc += chunk_sums[size_t(c)];
+    ++c;
+  }
+  while (chunk_sums[size_t(c)] == 0) acc -= chunk_sums[size_t(--c)];  // rounding ran past the last weight
+  const int64_t begin = c * kChunk, end = begin + kChunk < V ? begin + kChunk : V;
+  int64_t token = -1;
+  float y_token = 0;
+  for (int64_t k = begin; k < end; ++k) {
+    const float y = mul_rn(load(row, k), inv_t);
+    const double w = weight(y, y_max, y_min);
+    if (w == 0) continue;
+    token = k;
+    y_token = y;
+    // The chunk's sum was taken in another order; past its end the last weighted token wins.
+    if (acc + w > target) break;
+    acc += w;
+  }
+  p.token[r] = token;
+  p.logprob[r] = float(double(add_rn(y_token, -y_max)) - std::log(total));
+  p.status[r] = kCategoricalOk;
+}
+
+}  // namespace
+
+void sample_categorical(const CategoricalParams& p) {
+  parallel_for(0, p.rows, 1, [&](int64_t b, int64_t e) {
+    std::vector<double> chunk_sums;
+    visit_dtype(p.dtype, [&](auto tag) {
+      for (int64_t r = b; r < e; ++r) sample_row<decltype(tag)>(p, r, chunk_sums);
+    });
+  });
+}
+
+}  // namespace pygen::PYGEN_CPU_NS

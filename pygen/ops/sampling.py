@@ -1,0 +1,91 @@
+"""Exact categorical sampling on Philox streams.
+
+Each row ``[..., V]`` is drawn by inversion with a 53-bit uniform: softmax weights in
+float32, their sums in float64, so a category of probability ``p`` is drawn with
+probability ``p`` (to float32's relative rounding of its weight, ~1e-7 of ``p``) far into
+the tail, where Gumbel-max with float32 noise truncates it (Zheng et al., 2024), and
+without float64 logits. Row ``r`` of a call uses Philox block ``offset`` of the
+substream ``r`` of its seed, so rows never share randomness and a call at ``offset + 1``
+draws afresh.
+"""
+
+import math
+
+import torch
+
+from pygen.ops.random import resolve_seed
+
+
+def sample_categorical(
+    logits: torch.Tensor,
+    *,
+    temperature: float | torch.Tensor = 1.0,
+    min_p: float | None = None,
+    seed: int | torch.Tensor | None = None,
+    offset: int = 0,
+    generator: torch.Generator | None = None,
+    return_logprob: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Draws one category per row of ``softmax(logits / temperature)``.
+
+    Args:
+        logits: ``[..., V]`` float32, bfloat16, float16 (or float64, read as float32).
+            NaN or +inf raise; -inf excludes a category; a row of all -inf raises.
+        temperature: a float or a tensor broadcastable to ``logits.shape[:-1]`` (per
+            row); finite and >= 0, 0 meaning greedy (the first maximum).
+        min_p: keep only categories with ``p >= min_p * max(p)`` (after temperature),
+            then renormalize; None or 0 keeps all.
+        seed: an int in [0, 2**64) for all rows, or an int64 tensor of per-row seeds
+            (uint64 bit patterns) broadcastable to ``logits.shape[:-1]``.
+        offset: Philox block of each row's substream; use a new offset per step.
+        generator: a ``torch.Generator`` to draw one seed from, instead of ``seed``.
+        return_logprob: also return the log-probability of each drawn category under
+            the tempered, truncated distribution (0 for greedy rows).
+
+    Returns:
+        int64 ``logits.shape[:-1]`` category indices, and with ``return_logprob`` a
+        float32 tensor of the same shape.
+    """
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"logits must be a tensor, got {type(logits).__name__}")
+    if logits.dim() == 0:
+        raise ValueError("logits must have shape [..., V], got a scalar")
+    rows = logits.shape[:-1]
+    device = logits.device
+    temp = torch.as_tensor(temperature, dtype=torch.float32, device=device)
+    try:
+        temp = temp.expand(rows).contiguous()
+    except RuntimeError:
+        raise ValueError(
+            f"temperature of shape {tuple(temp.shape)} does not broadcast to {tuple(rows)}"
+        ) from None
+    if min_p is None:
+        min_p = 0.0
+    if not (isinstance(min_p, float | int) and 0 <= min_p <= 1 and math.isfinite(min_p)):
+        raise ValueError(f"min_p must be a number in [0, 1], got {min_p!r}")
+    if isinstance(seed, torch.Tensor):
+        if generator is not None:
+            raise ValueError("pass exactly one of seed= or generator=")
+        if seed.dtype != torch.int64:
+            raise TypeError(f"a seed tensor must be int64, got {seed.dtype}")
+        try:
+            seeds = seed.to(device).expand(rows).contiguous()
+        except RuntimeError:
+            raise ValueError(
+                f"seed of shape {tuple(seed.shape)} does not broadcast to {tuple(rows)}"
+            ) from None
+    else:
+        seeds = torch.full(rows, resolve_seed(seed, generator), dtype=torch.int64, device=device)
+    if not isinstance(offset, int) or not 0 <= offset < 1 << 63:
+        raise ValueError(f"offset must be an int in [0, 2**63), got {offset!r}")
+    token, logprob = torch.ops.pygen.sample_categorical(logits, temp, float(min_p), seeds, offset)
+    return (token, logprob) if return_logprob else token
+
+
+@torch.library.register_fake("pygen::sample_categorical")
+def _sample_categorical_fake(logits, temperature, min_p, seed, offset):
+    rows = logits.shape[:-1]
+    return (
+        logits.new_empty(rows, dtype=torch.int64),
+        logits.new_empty(rows, dtype=torch.float32),
+    )

@@ -1,0 +1,159 @@
+"""pygen.ops.sample_categorical against its float64 reference, statistics and bad inputs."""
+
+import math
+
+import pytest
+import torch
+
+import pygen
+from pygen.ops import reference
+from tests.helpers import chi2_threshold, opcheck
+
+# The CUDA kernel is not written yet (issue 5), so these tests run on the CPU only.
+CASES = [
+    ((1, 1), 1.0, 0.0),
+    ((7, 3), 0.5, 0.0),
+    ((64, 1000), 1.0, 0.1),
+    ((5, 1537), 2.0, 0.0),
+    ((2, 3, 65), 1.3, 0.3),
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("shape,temperature,min_p", CASES)
+def test_matches_reference(torch_seed, dtype, shape, temperature, min_p):
+    logits = (torch.randn(shape) * 4).to(dtype)
+    token, logprob = pygen.ops.sample_categorical(
+        logits, temperature=temperature, min_p=min_p, seed=123, offset=7, return_logprob=True
+    )
+    rows = shape[:-1]
+    ref_token, ref_logprob = reference.sample_categorical(
+        logits.float(), torch.full(rows, temperature), min_p, torch.full(rows, 123), 7
+    )
+    assert token.shape == rows and token.dtype == torch.int64 and logprob.dtype == torch.float32
+    # float32 weights move the category boundaries by ~1e-7 relative: a rare mismatch.
+    same = token == ref_token
+    assert (~same).sum() <= 2
+    torch.testing.assert_close(logprob[same], ref_logprob[same], rtol=1e-5, atol=1e-5)
+
+
+def test_per_row_temperature_and_seed(torch_seed):
+    logits = torch.randn(6, 40)
+    temperature = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 0.0])
+    seeds = torch.arange(6, dtype=torch.int64) * 1000
+    token = pygen.ops.sample_categorical(logits, temperature=temperature, seed=seeds)
+    ref, _ = reference.sample_categorical(logits, temperature, 0.0, seeds, 0)
+    assert torch.equal(token, ref)
+    assert token[0] == logits[0].argmax() and token[5] == logits[5].argmax()
+
+
+def test_rows_and_offsets_draw_independently():
+    logits = torch.zeros(4096, 256)  # uniform over 256 categories
+    a = pygen.ops.sample_categorical(logits, seed=1)
+    assert len(a.unique()) > 200  # one shared uniform would give a single category
+    b = pygen.ops.sample_categorical(logits, seed=1, offset=1)
+    c = pygen.ops.sample_categorical(logits, seed=torch.arange(4096, dtype=torch.int64))
+    assert (a == b).float().mean() < 0.02 and (a == c).float().mean() < 0.02
+    assert torch.equal(a, pygen.ops.sample_categorical(logits, seed=1))
+
+
+def test_same_result_for_any_thread_count(torch_seed):
+    logits = torch.randn(300, 2000)
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            results.append(pygen.ops.sample_categorical(logits, seed=9, return_logprob=True))
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@pytest.mark.parametrize("temperature,min_p", [(1.0, 0.0), (0.6, 0.0), (1.0, 0.05), (2.0, 0.2)])
+def test_chi_square(temperature, min_p):
+    logits = torch.linspace(-4, 3, 16)
+    n = 1 << 18
+    token = pygen.ops.sample_categorical(
+        logits.expand(n, 16), temperature=temperature, min_p=min_p, seed=2024
+    )
+    logp = torch.log_softmax(logits.double() / temperature, -1)
+    if min_p > 0:
+        logp = torch.where(logp >= logp.max() + math.log(min_p), logp, -math.inf)
+        logp = logp - torch.logsumexp(logp, -1)
+    p = logp.exp()
+    counts = torch.bincount(token, minlength=16).double()
+    assert (counts[p == 0] == 0).all()
+    support = p > 0
+    chi2 = ((counts[support] - n * p[support]) ** 2 / (n * p[support])).sum().item()
+    assert chi2 < chi2_threshold(int(support.sum()) - 1)
+
+
+def test_tail_rate():
+    # A category of probability 1e-5 over 2^22 draws: expected 42; a Poisson count
+    # outside [14, 84] has probability < 1e-6.
+    p_tail = 1e-5
+    logits = torch.tensor([0.0, 0.0, 0.0, math.log(3 * p_tail / (1 - p_tail))])
+    token = pygen.ops.sample_categorical(logits.expand(1 << 22, 4), seed=77)
+    assert 14 <= int((token == 3).sum()) <= 84
+
+
+def test_greedy_and_logprob():
+    logits = torch.tensor([[1.0, 3.0, 3.0, -2.0]])
+    token, logprob = pygen.ops.sample_categorical(logits, temperature=0.0, seed=0, return_logprob=True)
+    assert token.tolist() == [1] and logprob.tolist() == [0.0]
+    token, logprob = pygen.ops.sample_categorical(logits, seed=0, return_logprob=True)
+    assert logprob.item() == pytest.approx(torch.log_softmax(logits, -1)[0, token.item()].item(), abs=1e-6)
+
+
+def test_minus_inf_is_never_drawn():
+    logits = torch.full((20000, 5), -math.inf)
+    logits[:, 1] = 0.0
+    logits[:, 3] = -1.0
+    token = pygen.ops.sample_categorical(logits, seed=3)
+    assert set(token.unique().tolist()) == {1, 3}
+
+
+def test_opcheck():
+    logits = torch.randn(3, 4, 17)
+    opcheck(
+        torch.ops.pygen.sample_categorical.default,
+        (logits, torch.ones(3, 4), 0.0, torch.zeros(3, 4, dtype=torch.int64), 5),
+    )
+
+
+def test_compile_fullgraph():
+    def f(logits):
+        return pygen.ops.sample_categorical(logits * 2, seed=11, offset=2)
+
+    logits = torch.randn(8, 33)
+    assert torch.equal(torch.compile(f, fullgraph=True, backend="aot_eager")(logits), f(logits))
+
+
+@pytest.mark.parametrize(
+    "logits,kwargs,error,match",
+    [
+        (torch.tensor([[0.0, math.nan]]), {}, ValueError, r"NaN or \+inf \(row 0\)"),
+        (torch.tensor([[0.0, 1.0], [0.0, math.inf]]), {}, ValueError, r"NaN or \+inf \(row 1\)"),
+        (torch.full((2, 3), -math.inf), {}, ValueError, "row 0 are all -inf"),
+        (torch.zeros(2, 0), {}, ValueError, "V >= 1"),
+        (torch.tensor(1.0), {}, ValueError, "got a scalar"),
+        (torch.zeros(2, 3), {"temperature": -1.0}, ValueError, "temperature must be finite and >= 0"),
+        (torch.zeros(2, 3), {"temperature": math.inf}, ValueError, "temperature must be finite and >= 0"),
+        (torch.zeros(2, 3), {"temperature": torch.ones(3)}, ValueError, "does not broadcast"),
+        (torch.zeros(2, 3), {"min_p": 1.5}, ValueError, r"min_p must be a number in \[0, 1\]"),
+        (
+            torch.zeros(2, 3),
+            {"seed": torch.zeros(2, dtype=torch.int32)},
+            TypeError,
+            "seed tensor must be int64",
+        ),
+        (torch.zeros(2, 3), {"seed": -1}, ValueError, r"seed must be in \[0, 2\*\*64\)"),
+        (torch.zeros(2, 3), {"offset": -1}, ValueError, "offset must be an int"),
+        (torch.zeros(2, 3, dtype=torch.int64), {}, TypeError, "logits must be float32"),
+    ],
+)
+def test_bad_inputs(logits, kwargs, error, match):
+    kwargs.setdefault("seed", 0) if "generator" not in kwargs else None
+    with pytest.raises(error, match=match):
+        pygen.ops.sample_categorical(logits, **kwargs)
