@@ -24,6 +24,12 @@ struct BFloat16 {
   PYGEN_HD static BFloat16 round(float x) { return {f32_to_bf16_bits(x)}; }
 };
 
+// Any element type as float (float64 rounds; the 16-bit floats widen exactly).
+PYGEN_HD float to_float(float x) { return x; }
+PYGEN_HD float to_float(double x) { return float(x); }
+PYGEN_HD float to_float(Half x) { return f16_bits_to_f32(x.bits); }
+PYGEN_HD float to_float(BFloat16 x) { return bf16_bits_to_f32(x.bits); }
+
 // Calls f(T{}) with the element type `dtype` names: float, double, Half or BFloat16.
 template <class F>
 decltype(auto) visit_dtype(DType dtype, F&& f) {

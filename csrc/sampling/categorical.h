@@ -12,6 +12,7 @@
 #include "csrc/common/distributions.h"
 #include "csrc/common/dtype.h"
 #include "csrc/common/hd.h"
+#include "csrc/common/math.h"
 #include "csrc/common/philox.h"
 
 namespace pygen {
@@ -40,6 +41,18 @@ PYGEN_HD double categorical_uniform(uint64_t seed, uint64_t offset, uint64_t row
       {{uint32_t(offset), uint32_t(offset >> 32), uint32_t(row), uint32_t(row >> 32)}}, uint32_t(seed),
       uint32_t(seed >> 32));
   return uniform_grid_f64(b.v[0], b.v[1]);
+}
+
+// Categories are weighed in chunks: the kernels sum each chunk's weights, find the
+// chunk where the running sum passes u * total, and rescan only that chunk.
+constexpr int64_t kCategoricalChunk = 512;
+PYGEN_HD int64_t categorical_chunks(int64_t vocab) { return (vocab + kCategoricalChunk - 1) / kCategoricalChunk; }
+
+// A category's unnormalized probability exp(y - y_max), 0 below the min-p cut y_min.
+// Computed unconditionally and then masked, so loops stay branch-free.
+PYGEN_HD double categorical_weight(float y, float y_max, float y_min) {
+  const double w = double(exp_nonpos_f32(add_rn(y, -y_max)));
+  return bits_double(double_bits(w) & (0ull - uint64_t(y >= y_min)));
 }
 
 void sample_categorical_cpu(const CategoricalParams& p);

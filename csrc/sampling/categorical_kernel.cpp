@@ -13,35 +13,7 @@ namespace pygen::PYGEN_CPU_NS {
 
 namespace {
 
-constexpr int64_t kChunk = 512;  // weights are summed per chunk, then one chunk is rescanned
 constexpr int kLanes = 16;
-
-// Logit i of a row as float (fp64 logits are rounded to float like the others are widened).
-template <class T>
-inline float load(const T* row, int64_t i);
-template <>
-inline float load(const float* row, int64_t i) {
-  return row[i];
-}
-template <>
-inline float load(const double* row, int64_t i) {
-  return float(row[i]);
-}
-template <>
-inline float load(const Half* row, int64_t i) {
-  return f16_bits_to_f32(row[i].bits);
-}
-template <>
-inline float load(const BFloat16* row, int64_t i) {
-  return bf16_bits_to_f32(row[i].bits);
-}
-
-// A token's unnormalized probability exp(y - y_max), 0 below the min-p cut. Computed
-// unconditionally and then masked, so the loops stay branch-free.
-inline double weight(float y, float y_max, float y_min) {
-  const double w = double(exp_nonpos_f32(add_rn(y, -y_max)));
-  return bits_double(double_bits(w) & (0ull - uint64_t(y >= y_min)));
-}
 
 template <class T>
 void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chunk_sums) {
@@ -60,7 +32,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   int64_t i = 0;
   for (; i + kLanes <= V; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
-      const float x = load(row, i + l);
+      const float x = to_float(row[i + l]);
       lane_bad[l] |= int32_t(!(x < std::numeric_limits<float>::infinity()) & !(x == -std::numeric_limits<float>::infinity()));
       lane_max[l] = x > lane_max[l] ? x : lane_max[l];
     }
@@ -72,7 +44,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
     bad |= lane_bad[l];
   }
   for (; i < V; ++i) {
-    const float x = load(row, i);
+    const float x = to_float(row[i]);
     bad |= int32_t(!(x < std::numeric_limits<float>::infinity()) & !(x == -std::numeric_limits<float>::infinity()));
     x_max = x > x_max ? x : x_max;
   }
@@ -86,7 +58,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   }
   if (temperature == 0) {  // greedy: the first maximum, with probability 1
     int64_t k = 0;
-    while (load(row, k) != x_max) ++k;
+    while (to_float(row[k]) != x_max) ++k;
     p.token[r] = k;
     p.logprob[r] = 0.0f;
     p.status[r] = kCategoricalOk;
@@ -97,19 +69,19 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   // min-p threshold weighing 0.
   const float y_max = mul_rn(x_max, inv_t);
   const float y_min = add_rn(y_max, p.log_min_p);
-  const int64_t n_chunks = (V + kChunk - 1) / kChunk;
+  const int64_t n_chunks = categorical_chunks(V);
   chunk_sums.resize(size_t(n_chunks));
   double total = 0;
   for (int64_t c = 0; c < n_chunks; ++c) {
-    const int64_t begin = c * kChunk, end = begin + kChunk < V ? begin + kChunk : V;
+    const int64_t begin = c * kCategoricalChunk, end = begin + kCategoricalChunk < V ? begin + kCategoricalChunk : V;
     double lane_sum[kLanes] = {};
     int64_t j = begin;
     for (; j + kLanes <= end; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) lane_sum[l] += weight(mul_rn(load(row, j + l), inv_t), y_max, y_min);
+      for (int l = 0; l < kLanes; ++l) lane_sum[l] += categorical_weight(mul_rn(to_float(row[j + l]), inv_t), y_max, y_min);
     }
     double s = 0;
     for (int l = 0; l < kLanes; ++l) s += lane_sum[l];
-    for (; j < end; ++j) s += weight(mul_rn(load(row, j), inv_t), y_max, y_min);
+    for (; j < end; ++j) s += categorical_weight(mul_rn(to_float(row[j]), inv_t), y_max, y_min);
     chunk_sums[size_t(c)] = s;
     total += s;
   }
@@ -123,12 +95,12 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
     ++c;
   }
   while (chunk_sums[size_t(c)] == 0) acc -= chunk_sums[size_t(--c)];  // rounding ran past the last weight
-  const int64_t begin = c * kChunk, end = begin + kChunk < V ? begin + kChunk : V;
+  const int64_t begin = c * kCategoricalChunk, end = begin + kCategoricalChunk < V ? begin + kCategoricalChunk : V;
   int64_t token = -1;
   float y_token = 0;
   for (int64_t k = begin; k < end; ++k) {
-    const float y = mul_rn(load(row, k), inv_t);
-    const double w = weight(y, y_max, y_min);
+    const float y = mul_rn(to_float(row[k]), inv_t);
+    const double w = categorical_weight(y, y_max, y_min);
     if (w == 0) continue;
     token = k;
     y_token = y;

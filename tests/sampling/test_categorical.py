@@ -7,9 +7,8 @@ import torch
 
 import pygen
 from pygen.ops import reference
-from tests.helpers import chi2_threshold, opcheck
+from tests.helpers import DEVICES, chi2_threshold, opcheck
 
-# The CUDA kernel is not written yet (issue 5), so these tests run on the CPU only.
 CASES = [
     ((1, 1), 1.0, 0.0),
     ((7, 3), 0.5, 0.0),
@@ -21,11 +20,12 @@ CASES = [
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape,temperature,min_p", CASES)
-def test_matches_reference(torch_seed, dtype, shape, temperature, min_p):
+def test_matches_reference(device, torch_seed, dtype, shape, temperature, min_p):
     logits = (torch.randn(shape) * 4).to(dtype)
     token, logprob = pygen.ops.sample_categorical(
-        logits, temperature=temperature, min_p=min_p, seed=123, offset=7, return_logprob=True
+        logits.to(device), temperature=temperature, min_p=min_p, seed=123, offset=7, return_logprob=True
     )
+    token, logprob = token.cpu(), logprob.cpu()
     rows = shape[:-1]
     ref_token, ref_logprob = reference.sample_categorical(
         logits.float(), torch.full(rows, temperature), min_p, torch.full(rows, 123), 7
@@ -37,11 +37,13 @@ def test_matches_reference(torch_seed, dtype, shape, temperature, min_p):
     torch.testing.assert_close(logprob[same], ref_logprob[same], rtol=1e-5, atol=1e-5)
 
 
-def test_per_row_temperature_and_seed(torch_seed):
+def test_per_row_temperature_and_seed(device, torch_seed):
     logits = torch.randn(6, 40)
     temperature = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 0.0])
     seeds = torch.arange(6, dtype=torch.int64) * 1000
-    token = pygen.ops.sample_categorical(logits, temperature=temperature, seed=seeds)
+    token = pygen.ops.sample_categorical(
+        logits.to(device), temperature=temperature.to(device), seed=seeds.to(device)
+    ).cpu()
     ref, _ = reference.sample_categorical(logits, temperature, 0.0, seeds, 0)
     assert torch.equal(token, ref)
     assert token[0] == logits[0].argmax() and token[5] == logits[5].argmax()
@@ -89,36 +91,47 @@ def test_chi_square(temperature, min_p):
     assert chi2 < chi2_threshold(int(support.sum()) - 1)
 
 
-def test_tail_rate():
+def test_tail_rate(device):
     # A category of probability 1e-5 over 2^22 draws: expected 42; a Poisson count
     # outside [14, 84] has probability < 1e-6.
     p_tail = 1e-5
     logits = torch.tensor([0.0, 0.0, 0.0, math.log(3 * p_tail / (1 - p_tail))])
-    token = pygen.ops.sample_categorical(logits.expand(1 << 22, 4), seed=77)
+    token = pygen.ops.sample_categorical(logits.to(device).expand(1 << 22, 4), seed=77).cpu()
     assert 14 <= int((token == 3).sum()) <= 84
 
 
-def test_greedy_and_logprob():
-    logits = torch.tensor([[1.0, 3.0, 3.0, -2.0]])
+def test_greedy_and_logprob(device):
+    logits = torch.tensor([[1.0, 3.0, 3.0, -2.0]], device=device)
     token, logprob = pygen.ops.sample_categorical(logits, temperature=0.0, seed=0, return_logprob=True)
     assert token.tolist() == [1] and logprob.tolist() == [0.0]
     token, logprob = pygen.ops.sample_categorical(logits, seed=0, return_logprob=True)
     assert logprob.item() == pytest.approx(torch.log_softmax(logits, -1)[0, token.item()].item(), abs=1e-6)
 
 
-def test_minus_inf_is_never_drawn():
+@pytest.mark.skipif("cuda" not in DEVICES, reason="needs a GPU and a CUDA build")
+def test_cpu_and_cuda_agree(torch_seed):
+    logits = torch.randn(512, 3001) * 3
+    cpu = pygen.ops.sample_categorical(logits, temperature=0.9, min_p=0.01, seed=8, return_logprob=True)
+    gpu = pygen.ops.sample_categorical(
+        logits.cuda(), temperature=0.9, min_p=0.01, seed=8, return_logprob=True
+    )
+    assert (cpu[0] != gpu[0].cpu()).sum() <= 1  # chunk sums are reduced in another order
+    torch.testing.assert_close(cpu[1], gpu[1].cpu(), rtol=1e-6, atol=1e-6)
+
+
+def test_minus_inf_is_never_drawn(device):
     logits = torch.full((20000, 5), -math.inf)
     logits[:, 1] = 0.0
     logits[:, 3] = -1.0
-    token = pygen.ops.sample_categorical(logits, seed=3)
+    token = pygen.ops.sample_categorical(logits.to(device), seed=3).cpu()
     assert set(token.unique().tolist()) == {1, 3}
 
 
-def test_opcheck():
-    logits = torch.randn(3, 4, 17)
+def test_opcheck(device):
+    logits = torch.randn(3, 4, 17, device=device)
+    seeds = torch.zeros(3, 4, dtype=torch.int64, device=device)
     opcheck(
-        torch.ops.pygen.sample_categorical.default,
-        (logits, torch.ones(3, 4), 0.0, torch.zeros(3, 4, dtype=torch.int64), 5),
+        torch.ops.pygen.sample_categorical.default, (logits, torch.ones(3, 4, device=device), 0.0, seeds, 5)
     )
 
 
@@ -153,7 +166,8 @@ def test_compile_fullgraph():
         (torch.zeros(2, 3, dtype=torch.int64), {}, TypeError, "logits must be float32"),
     ],
 )
-def test_bad_inputs(logits, kwargs, error, match):
-    kwargs.setdefault("seed", 0) if "generator" not in kwargs else None
+def test_bad_inputs(device, logits, kwargs, error, match):
+    kwargs.setdefault("seed", 0)
+    kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     with pytest.raises(error, match=match):
-        pygen.ops.sample_categorical(logits, **kwargs)
+        pygen.ops.sample_categorical(logits.to(device), **kwargs)

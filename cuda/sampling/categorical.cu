@@ -1,0 +1,127 @@
+// CUDA kernel of sample_categorical: one thread block per row, the same algorithm and
+// shared numerics as the CPU kernel (csrc/sampling/categorical.h). Chunk sums are
+// reduced in another order than on the CPU, so a draw within ~1e-16 of a category
+// boundary may differ between the devices.
+#include <cfloat>
+
+#include "cuda/sampling/categorical.h"
+
+namespace pygen {
+
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kWarps = kThreads / 32;
+
+__device__ float warp_max(float x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+  return x;
+}
+
+__device__ double warp_sum(double x) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  return x;
+}
+
+template <class T>
+__global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chunk_sums) {
+  const int64_t r = blockIdx.x;
+  const T* row = static_cast<const T*>(p.logits) + r * p.vocab;
+  const int64_t V = p.vocab;
+  const int64_t n_chunks = categorical_chunks(V);
+  double* sums = chunk_sums + r * n_chunks;
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  __shared__ float s_max[kWarps];
+  __shared__ int s_bad[kWarps];
+
+  // Pass 1: maximum and NaN / +inf detection.
+  float x_max = -INFINITY;
+  int bad = 0;
+  for (int64_t i = threadIdx.x; i < V; i += kThreads) {
+    const float x = to_float(row[i]);
+    bad |= !(x < INFINITY) & !(x == -INFINITY);
+    x_max = fmaxf(x_max, x);
+  }
+  x_max = warp_max(x_max);
+  bad = __any_sync(0xffffffffu, bad);
+  if (lane == 0) {
+    s_max[warp] = x_max;
+    s_bad[warp] = bad;
+  }
+  __syncthreads();
+  x_max = -INFINITY;
+  bad = 0;
+  for (int w = 0; w < kWarps; ++w) {
+    x_max = fmaxf(x_max, s_max[w]);
+    bad |= s_bad[w];
+  }
+  const float temperature = p.temperature[r];
+  if (bad || x_max == -INFINITY || temperature == 0) {
+    if (threadIdx.x == 0) {
+      p.status[r] = bad ? kCategoricalBadLogit : x_max == -INFINITY ? kCategoricalNoSupport : kCategoricalOk;
+      if (!bad && x_max != -INFINITY) {  // greedy: the first maximum
+        int64_t k = 0;
+        while (to_float(row[k]) != x_max) ++k;
+        p.token[r] = k;
+        p.logprob[r] = 0.0f;
+      }
+    }
+    return;
+  }
+
+  // Pass 2: each warp sums whole chunks of weights in float64.
+  const float inv_t = 1.0f / temperature;
+  const float y_max = mul_rn(x_max, inv_t);
+  const float y_min = add_rn(y_max, p.log_min_p);
+  for (int64_t c = warp; c < n_chunks; c += kWarps) {
+    const int64_t begin = c * kCategoricalChunk;
+    const int64_t end = begin + kCategoricalChunk < V ? begin + kCategoricalChunk : V;
+    double s = 0;
+    for (int64_t i = begin + lane; i < end; i += 32)
+      s += categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min);
+    s = warp_sum(s);
+    if (lane == 0) sums[c] = s;
+  }
+  __syncthreads();
+
+  // Inversion, by one thread: find the chunk, then the category in it.
+  if (threadIdx.x == 0) {
+    double total = 0;
+    for (int64_t c = 0; c < n_chunks; ++c) total += sums[c];
+    const double target = categorical_uniform(uint64_t(p.seed[r]), p.offset, uint64_t(r)) * total;
+    double acc = 0;
+    int64_t c = 0;
+    while (c + 1 < n_chunks && (sums[c] == 0 || acc + sums[c] <= target)) acc += sums[c++];
+    while (sums[c] == 0) acc -= sums[--c];
+    const int64_t begin = c * kCategoricalChunk;
+    const int64_t end = begin + kCategoricalChunk < V ? begin + kCategoricalChunk : V;
+    int64_t token = -1;
+    float y_token = 0;
+    for (int64_t k = begin; k < end; ++k) {
+      const float y = mul_rn(to_float(row[k]), inv_t);
+      const double w = categorical_weight(y, y_max, y_min);
+      if (w == 0) continue;
+      token = k;
+      y_token = y;
+      if (acc + w > target) break;
+      acc += w;
+    }
+    p.token[r] = token;
+    p.logprob[r] = float(double(add_rn(y_token, -y_max)) - log(total));
+    p.status[r] = kCategoricalOk;
+  }
+}
+
+}  // namespace
+
+cudaError_t sample_categorical_cuda(const CategoricalParams& p, double* chunk_sums, cudaStream_t stream) {
+  if (p.rows == 0) return cudaSuccess;
+  visit_dtype(p.dtype, [&](auto tag) {
+    categorical_kernel<decltype(tag)><<<unsigned(p.rows), kThreads, 0, stream>>>(p, chunk_sums);
+  });
+  return cudaGetLastError();
+}
+
+}  // namespace pygen
