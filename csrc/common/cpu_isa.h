@@ -16,6 +16,19 @@ const char* cpu_isa_name(CpuIsa isa);
 
 }  // namespace pygen
 
+// Declares a kernel in the three per-ISA namespaces, for PYGEN_CPU_DISPATCH; use it
+// inside namespace pygen: PYGEN_DECLARE_CPU_KERNEL(void fill(const Params& p)).
+#define PYGEN_DECLARE_CPU_KERNEL(SIGNATURE) \
+  namespace cpu_scalar {                    \
+  SIGNATURE;                                \
+  }                                         \
+  namespace cpu_avx2 {                      \
+  SIGNATURE;                                \
+  }                                         \
+  namespace cpu_avx512 {                    \
+  SIGNATURE;                                \
+  }
+
 // Calls FN(args...) from the namespace of the ISA chosen at run time.
 #define PYGEN_CPU_DISPATCH(FN, ...)           \
   do {                                        \

@@ -6,15 +6,7 @@
 
 namespace pygen {
 
-namespace cpu_scalar {
-void fill_random(const RandomFillParams& p);
-}
-namespace cpu_avx2 {
-void fill_random(const RandomFillParams& p);
-}
-namespace cpu_avx512 {
-void fill_random(const RandomFillParams& p);
-}
+PYGEN_DECLARE_CPU_KERNEL(void fill_random(const RandomFillParams& p))
 
 void fill_random_cpu(const RandomFillParams& p) { PYGEN_CPU_DISPATCH(fill_random, p); }
 

@@ -21,7 +21,7 @@ namespace pygen {
 enum CategoricalStatus : int32_t { kCategoricalOk = 0, kCategoricalBadLogit = 1, kCategoricalNoSupport = 2 };
 
 struct CategoricalParams {
-  const void* logits;        // [rows, vocab], contiguous
+  const void* logits;  // [rows, vocab], contiguous
   DType dtype;
   int64_t rows;
   int64_t vocab;
@@ -29,30 +29,59 @@ struct CategoricalParams {
   float log_min_p;           // keep tokens with p >= min_p * p_max; -inf keeps all
   const int64_t* seed;       // [rows], uint64 bit patterns
   uint64_t offset;
-  int64_t* token;            // [rows] out
-  float* logprob;            // [rows] out: log-probability of the token (truncated, tempered)
-  int32_t* status;           // [rows] out: CategoricalStatus
+  int64_t* token;   // [rows] out
+  float* logprob;   // [rows] out: log-probability of the token (truncated, tempered)
+  int32_t* status;  // [rows] out: CategoricalStatus
 };
 
 // Row r's uniform: block `offset` of the substream whose counter words 2-3 hold r, so
 // rows of one call (and calls at different offsets) never share randomness.
 PYGEN_HD double categorical_uniform(uint64_t seed, uint64_t offset, uint64_t row) {
-  const Philox4x32 b = philox4x32_10(
-      {{uint32_t(offset), uint32_t(offset >> 32), uint32_t(row), uint32_t(row >> 32)}}, uint32_t(seed),
-      uint32_t(seed >> 32));
+  const Philox4x32 b =
+      philox4x32_10({{uint32_t(offset), uint32_t(offset >> 32), uint32_t(row), uint32_t(row >> 32)}},
+                    uint32_t(seed), uint32_t(seed >> 32));
   return uniform_grid_f64(b.v[0], b.v[1]);
 }
 
 // Categories are weighed in chunks: the kernels sum each chunk's weights, find the
 // chunk where the running sum passes u * total, and rescan only that chunk.
 constexpr int64_t kCategoricalChunk = 512;
-PYGEN_HD int64_t categorical_chunks(int64_t vocab) { return (vocab + kCategoricalChunk - 1) / kCategoricalChunk; }
+PYGEN_HD int64_t categorical_chunks(int64_t vocab) {
+  return (vocab + kCategoricalChunk - 1) / kCategoricalChunk;
+}
 
 // A category's unnormalized probability exp(y - y_max), 0 below the min-p cut y_min.
 // Computed unconditionally and then masked, so loops stay branch-free.
 PYGEN_HD double categorical_weight(float y, float y_max, float y_min) {
   const double w = double(exp_nonpos_f32(add_rn(y, -y_max)));
   return bits_double(double_bits(w) & (0ull - uint64_t(y >= y_min)));
+}
+
+// Inversion, given the row's chunk sums and target = u * total: the chunk where the
+// running sum passes the target, then the category in it. Returns the category and
+// sets *y_token to its scaled logit. The chunk sums were taken in another order than
+// this scan, so past a chunk's end (or the last chunk) the last weighted category wins.
+template <class T>
+PYGEN_HD int64_t categorical_invert(const T* row, int64_t vocab, const double* sums, double target,
+                                    float inv_t, float y_max, float y_min, float* y_token) {
+  const int64_t n_chunks = categorical_chunks(vocab);
+  double acc = 0;
+  int64_t c = 0;
+  while (c + 1 < n_chunks && (sums[c] == 0 || acc + sums[c] <= target)) acc += sums[c++];
+  while (sums[c] == 0) acc -= sums[--c];
+  const int64_t begin = c * kCategoricalChunk;
+  const int64_t end = begin + kCategoricalChunk < vocab ? begin + kCategoricalChunk : vocab;
+  int64_t token = -1;
+  for (int64_t k = begin; k < end; ++k) {
+    const float y = mul_rn(to_float(row[k]), inv_t);
+    const double w = categorical_weight(y, y_max, y_min);
+    if (w == 0) continue;
+    token = k;
+    *y_token = y;
+    if (acc + w > target) break;
+    acc += w;
+  }
+  return token;
 }
 
 void sample_categorical_cpu(const CategoricalParams& p);

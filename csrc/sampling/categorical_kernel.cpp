@@ -33,7 +33,8 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   for (; i + kLanes <= V; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
       const float x = to_float(row[i + l]);
-      lane_bad[l] |= int32_t(!(x < std::numeric_limits<float>::infinity()) & !(x == -std::numeric_limits<float>::infinity()));
+      lane_bad[l] |= int32_t(!(x < std::numeric_limits<float>::infinity()) &
+                             !(x == -std::numeric_limits<float>::infinity()));
       lane_max[l] = x > lane_max[l] ? x : lane_max[l];
     }
   }
@@ -45,7 +46,8 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   }
   for (; i < V; ++i) {
     const float x = to_float(row[i]);
-    bad |= int32_t(!(x < std::numeric_limits<float>::infinity()) & !(x == -std::numeric_limits<float>::infinity()));
+    bad |= int32_t(!(x < std::numeric_limits<float>::infinity()) &
+                   !(x == -std::numeric_limits<float>::infinity()));
     x_max = x > x_max ? x : x_max;
   }
   if (bad) {
@@ -73,11 +75,13 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   chunk_sums.resize(size_t(n_chunks));
   double total = 0;
   for (int64_t c = 0; c < n_chunks; ++c) {
-    const int64_t begin = c * kCategoricalChunk, end = begin + kCategoricalChunk < V ? begin + kCategoricalChunk : V;
+    const int64_t begin = c * kCategoricalChunk,
+                  end = begin + kCategoricalChunk < V ? begin + kCategoricalChunk : V;
     double lane_sum[kLanes] = {};
     int64_t j = begin;
     for (; j + kLanes <= end; j += kLanes) {
-      for (int l = 0; l < kLanes; ++l) lane_sum[l] += categorical_weight(mul_rn(to_float(row[j + l]), inv_t), y_max, y_min);
+      for (int l = 0; l < kLanes; ++l)
+        lane_sum[l] += categorical_weight(mul_rn(to_float(row[j + l]), inv_t), y_max, y_min);
     }
     double s = 0;
     for (int l = 0; l < kLanes; ++l) s += lane_sum[l];
@@ -86,28 +90,9 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
     total += s;
   }
 
-  // Inversion: the chunk where the running sum passes u * total, then the token in it.
   const double target = categorical_uniform(uint64_t(p.seed[r]), p.offset, uint64_t(r)) * total;
-  double acc = 0;
-  int64_t c = 0;
-  while (c + 1 < n_chunks && (chunk_sums[size_t(c)] == 0 || acc + chunk_sums[size_t(c)] <= target)) {
-    acc += chunk_sums[size_t(c)];
-    ++c;
-  }
-  while (chunk_sums[size_t(c)] == 0) acc -= chunk_sums[size_t(--c)];  // rounding ran past the last weight
-  const int64_t begin = c * kCategoricalChunk, end = begin + kCategoricalChunk < V ? begin + kCategoricalChunk : V;
-  int64_t token = -1;
   float y_token = 0;
-  for (int64_t k = begin; k < end; ++k) {
-    const float y = mul_rn(to_float(row[k]), inv_t);
-    const double w = categorical_weight(y, y_max, y_min);
-    if (w == 0) continue;
-    token = k;
-    y_token = y;
-    // The chunk's sum was taken in another order; past its end the last weighted token wins.
-    if (acc + w > target) break;
-    acc += w;
-  }
+  const int64_t token = categorical_invert(row, V, chunk_sums.data(), target, inv_t, y_max, y_min, &y_token);
   p.token[r] = token;
   p.logprob[r] = float(double(add_rn(y_token, -y_max)) - std::log(total));
   p.status[r] = kCategoricalOk;

@@ -86,28 +86,13 @@ __global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chu
   }
   __syncthreads();
 
-  // Inversion, by one thread: find the chunk, then the category in it.
+  // Inversion, by one thread.
   if (threadIdx.x == 0) {
     double total = 0;
     for (int64_t c = 0; c < n_chunks; ++c) total += sums[c];
     const double target = categorical_uniform(uint64_t(p.seed[r]), p.offset, uint64_t(r)) * total;
-    double acc = 0;
-    int64_t c = 0;
-    while (c + 1 < n_chunks && (sums[c] == 0 || acc + sums[c] <= target)) acc += sums[c++];
-    while (sums[c] == 0) acc -= sums[--c];
-    const int64_t begin = c * kCategoricalChunk;
-    const int64_t end = begin + kCategoricalChunk < V ? begin + kCategoricalChunk : V;
-    int64_t token = -1;
     float y_token = 0;
-    for (int64_t k = begin; k < end; ++k) {
-      const float y = mul_rn(to_float(row[k]), inv_t);
-      const double w = categorical_weight(y, y_max, y_min);
-      if (w == 0) continue;
-      token = k;
-      y_token = y;
-      if (acc + w > target) break;
-      acc += w;
-    }
+    const int64_t token = categorical_invert(row, V, sums, target, inv_t, y_max, y_min, &y_token);
     p.token[r] = token;
     p.logprob[r] = float(double(add_rn(y_token, -y_max)) - log(total));
     p.status[r] = kCategoricalOk;
