@@ -11,6 +11,6 @@ TORCH_LIBRARY(pygen, m) {
 
   // sampling: exact categorical sampling, pygen/ops/sampling.py
   m.def(
-      "sample_categorical(Tensor logits, Tensor temperature, float min_p, Tensor seed, int offset) -> "
-      "(Tensor token, Tensor logprob)");
+      "sample_categorical(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor min_p, "
+      "Tensor seed, int offset) -> (Tensor token, Tensor logprob)");
 }

@@ -5,15 +5,28 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <cmath>
-#include <limits>
-
 #include "bindings/checks.h"
 #include "csrc/sampling/categorical.h"
 
 namespace pygen {
 
-CategoricalCall categorical_call(const at::Tensor& logits, const at::Tensor& temperature, double min_p,
+namespace {
+
+// A per-row parameter: dtype, one value per row, the logits' device, values in range.
+at::Tensor row_param(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t rows,
+                     const at::Tensor& logits, const at::Tensor& in_range, const char* range) {
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.numel() == rows, name, " must have one value per row (", rows, "), got ", t.numel());
+  TORCH_CHECK(t.device() == logits.device(), name, " must be on the logits' device ", logits.device(),
+              ", got ", t.device());
+  TORCH_CHECK_VALUE(in_range.all().item<bool>(), name, " must be ", range);
+  return t.contiguous();
+}
+
+}  // namespace
+
+CategoricalCall categorical_call(const at::Tensor& logits, const at::Tensor& temperature,
+                                 const at::Tensor& top_k, const at::Tensor& top_p, const at::Tensor& min_p,
                                  const at::Tensor& seed, int64_t offset) {
   TORCH_CHECK_VALUE(logits.dim() >= 1, "logits must have shape [..., V], got a scalar");
   const int64_t vocab = logits.size(-1);
@@ -21,35 +34,35 @@ CategoricalCall categorical_call(const at::Tensor& logits, const at::Tensor& tem
                     logits.sizes());
   const DType dtype = to_dtype(logits.scalar_type(), "logits");
   const int64_t rows = logits.numel() / vocab;
-  TORCH_CHECK_TYPE(temperature.scalar_type() == at::kFloat, "temperature must be float32, got ",
-                   temperature.scalar_type());
-  TORCH_CHECK_VALUE(temperature.numel() == rows, "temperature must have one value per row (", rows, "), got ",
-                    temperature.numel());
+  TORCH_CHECK_VALUE(offset >= 0, "offset must be non-negative, got ", offset);
+  CategoricalCall call;
+  call.temperature =
+      row_param(temperature, "temperature", at::kFloat, rows, logits,
+                temperature.ge(0).logical_and(temperature.isfinite()), "finite and >= 0 (0 is greedy)");
+  call.top_k = row_param(top_k, "top_k", at::kLong, rows, logits, top_k.ge(1), ">= 1");
+  call.top_p =
+      row_param(top_p, "top_p", at::kFloat, rows, logits, top_p.gt(0).logical_and(top_p.le(1)), "in (0, 1]");
+  call.min_p =
+      row_param(min_p, "min_p", at::kFloat, rows, logits, min_p.ge(0).logical_and(min_p.le(1)), "in [0, 1]");
   TORCH_CHECK_TYPE(seed.scalar_type() == at::kLong, "seed must be int64, got ", seed.scalar_type());
   TORCH_CHECK_VALUE(seed.numel() == rows, "seed must have one value per row (", rows, "), got ",
                     seed.numel());
-  TORCH_CHECK(temperature.device() == logits.device() && seed.device() == logits.device(),
-              "logits, temperature and seed must be on one device, got ", logits.device(), ", ",
-              temperature.device(), " and ", seed.device());
-  TORCH_CHECK_VALUE(min_p >= 0 && min_p <= 1, "min_p must be in [0, 1], got ", min_p);
-  TORCH_CHECK_VALUE(offset >= 0, "offset must be non-negative, got ", offset);
-  CategoricalCall call;
-  call.temperature = temperature.contiguous();
-  TORCH_CHECK_VALUE(call.temperature.ge(0).logical_and(call.temperature.isfinite()).all().item<bool>(),
-                    "temperature must be finite and >= 0 (0 is greedy)");
+  TORCH_CHECK(seed.device() == logits.device(), "seed must be on the logits' device ", logits.device(),
+              ", got ", seed.device());
   call.logits = logits.contiguous();
   call.seed = seed.contiguous();
   const auto batch = logits.sizes().slice(0, logits.dim() - 1);
   call.token = at::empty(batch, logits.options().dtype(at::kLong));
   call.logprob = at::empty(batch, logits.options().dtype(at::kFloat));
   call.status = at::empty({rows}, logits.options().dtype(at::kInt));
-  const float log_min_p = min_p > 0 ? float(std::log(min_p)) : -std::numeric_limits<float>::infinity();
   call.params = {call.logits.data_ptr(),
                  dtype,
                  rows,
                  vocab,
                  call.temperature.data_ptr<float>(),
-                 log_min_p,
+                 call.top_k.data_ptr<int64_t>(),
+                 call.top_p.data_ptr<float>(),
+                 call.min_p.data_ptr<float>(),
                  call.seed.data_ptr<int64_t>(),
                  uint64_t(offset),
                  call.token.data_ptr<int64_t>(),
@@ -71,9 +84,11 @@ void raise_categorical_status(const at::Tensor& status) {
 namespace {
 
 std::tuple<at::Tensor, at::Tensor> sample_categorical_cpu_op(const at::Tensor& logits,
-                                                             const at::Tensor& temperature, double min_p,
-                                                             const at::Tensor& seed, int64_t offset) {
-  const CategoricalCall call = categorical_call(logits, temperature, min_p, seed, offset);
+                                                             const at::Tensor& temperature,
+                                                             const at::Tensor& top_k, const at::Tensor& top_p,
+                                                             const at::Tensor& min_p, const at::Tensor& seed,
+                                                             int64_t offset) {
+  const CategoricalCall call = categorical_call(logits, temperature, top_k, top_p, min_p, seed, offset);
   sample_categorical_cpu(call.params);
   raise_categorical_status(call.status);
   return {call.token, call.logprob};

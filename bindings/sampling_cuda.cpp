@@ -12,10 +12,10 @@ namespace pygen {
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> sample_categorical_cuda_op(const at::Tensor& logits,
-                                                              const at::Tensor& temperature, double min_p,
-                                                              const at::Tensor& seed, int64_t offset) {
-  const CategoricalCall call = categorical_call(logits, temperature, min_p, seed, offset);
+std::tuple<at::Tensor, at::Tensor> sample_categorical_cuda_op(
+    const at::Tensor& logits, const at::Tensor& temperature, const at::Tensor& top_k, const at::Tensor& top_p,
+    const at::Tensor& min_p, const at::Tensor& seed, int64_t offset) {
+  const CategoricalCall call = categorical_call(logits, temperature, top_k, top_p, min_p, seed, offset);
   const c10::cuda::CUDAGuard guard(call.logits.device());
   const at::Tensor chunk_sums = at::empty({call.params.rows * categorical_chunks(call.params.vocab)},
                                           call.logits.options().dtype(at::kDouble));

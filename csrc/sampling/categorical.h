@@ -26,7 +26,9 @@ struct CategoricalParams {
   int64_t rows;
   int64_t vocab;
   const float* temperature;  // [rows], >= 0; 0 is greedy (first maximum)
-  float log_min_p;           // keep tokens with p >= min_p * p_max; -inf keeps all
+  const int64_t* top_k;      // [rows], >= 1; >= vocab keeps all
+  const float* top_p;        // [rows], in (0, 1]; 1 keeps all
+  const float* min_p;        // [rows], in [0, 1]; 0 keeps all
   const int64_t* seed;       // [rows], uint64 bit patterns
   uint64_t offset;
   int64_t* token;   // [rows] out
@@ -50,11 +52,37 @@ PYGEN_HD int64_t categorical_chunks(int64_t vocab) {
   return (vocab + kCategoricalChunk - 1) / kCategoricalChunk;
 }
 
-// A category's unnormalized probability exp(y - y_max), 0 below the min-p cut y_min.
-// Computed unconditionally and then masked, so loops stay branch-free.
-PYGEN_HD double categorical_weight(float y, float y_max, float y_min) {
-  const double w = double(exp_nonpos_f32(add_rn(y, -y_max)));
-  return bits_double(double_bits(w) & (0ull - uint64_t(y >= y_min)));
+// A category's unnormalized probability exp(y - y_max) for scaled logit y, 0 when
+// cut: below y_min (top-k, min-p) or with a weight below w_min (top-p). Computed
+// unconditionally and then masked, so loops stay branch-free.
+PYGEN_HD double categorical_weight(float y, float y_max, float y_min, float w_min) {
+  const float w = exp_nonpos_f32(add_rn(y, -y_max));
+  return bits_double(double_bits(double(w)) & (0ull - uint64_t((y >= y_min) & (w >= w_min))));
+}
+
+// Order-preserving map of floats to uint32 (radix selection of thresholds) and back.
+PYGEN_HD uint32_t float_order_key(float x) {
+  const uint32_t u = float_bits(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+PYGEN_HD float float_from_order_key(uint32_t k) {
+  return bits_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// One digit of a radix selection from the top: given a 256-bin histogram of the
+// candidates' current digit (counts or masses) and what is still `needed` from the
+// top, returns the digit holding the threshold and lowers `needed` by what lies above
+// it. If rounding leaves `needed` above everything, the lowest non-empty bin is taken.
+template <class H>
+PYGEN_HD uint32_t radix_select_digit(const H* hist, H* needed) {
+  int last = -1;
+  for (int b = 255; b >= 0; --b) {
+    if (hist[b] == 0) continue;
+    if (hist[b] >= *needed) return uint32_t(b);
+    *needed -= hist[b];
+    last = b;
+  }
+  return uint32_t(last < 0 ? 0 : last);
 }
 
 // Inversion, given the row's chunk sums and target = u * total: the chunk where the
@@ -63,7 +91,7 @@ PYGEN_HD double categorical_weight(float y, float y_max, float y_min) {
 // this scan, so past a chunk's end (or the last chunk) the last weighted category wins.
 template <class T>
 PYGEN_HD int64_t categorical_invert(const T* row, int64_t vocab, const double* sums, double target,
-                                    float inv_t, float y_max, float y_min, float* y_token) {
+                                    float inv_t, float y_max, float y_min, float w_min, float* y_token) {
   const int64_t n_chunks = categorical_chunks(vocab);
   double acc = 0;
   int64_t c = 0;
@@ -74,7 +102,7 @@ PYGEN_HD int64_t categorical_invert(const T* row, int64_t vocab, const double* s
   int64_t token = -1;
   for (int64_t k = begin; k < end; ++k) {
     const float y = mul_rn(to_float(row[k]), inv_t);
-    const double w = categorical_weight(y, y_max, y_min);
+    const double w = categorical_weight(y, y_max, y_min, w_min);
     if (w == 0) continue;
     token = k;
     *y_token = y;

@@ -25,6 +25,33 @@ __device__ double warp_sum(double x) {
   return x;
 }
 
+// A block-wide radix selection (4 passes of 8 bits) of the threshold key: `key(i)`
+// gives category i's key and whether it is a candidate, `amount(i)` what it counts
+// (1, or its mass); `needed` is what must lie at or above the threshold. All threads
+// call it; they get the same key back.
+template <class H, class Key, class Amount>
+__device__ uint32_t block_radix_select(int64_t V, H needed, Key key, Amount amount, H* hist,
+                                       uint32_t* s_prefix, H* s_needed) {
+  uint32_t prefix = 0, mask = 0;
+  if (threadIdx.x == 0) *s_needed = needed;
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    for (int b = threadIdx.x; b < 256; b += kThreads) hist[b] = 0;
+    __syncthreads();
+    for (int64_t i = threadIdx.x; i < V; i += kThreads) {
+      bool candidate;
+      const uint32_t k = key(i, &candidate);
+      if (candidate && (k & mask) == prefix) atomicAdd(&hist[(k >> shift) & 255u], amount(i));
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) *s_prefix = prefix | (radix_select_digit(hist, s_needed) << shift);
+    __syncthreads();
+    prefix = *s_prefix;
+    mask |= 255u << shift;
+    __syncthreads();
+  }
+  return prefix;
+}
+
 template <class T>
 __global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chunk_sums) {
   const int64_t r = blockIdx.x;
@@ -71,16 +98,57 @@ __global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chu
     return;
   }
 
-  // Pass 2: each warp sums whole chunks of weights in float64.
+  // Cuts: top-k and min-p on the scaled logits, then top-p on the weights they keep.
+  __shared__ unsigned long long s_count[256];
+  __shared__ double s_mass[256];
+  __shared__ uint32_t s_prefix;
+  __shared__ unsigned long long s_needed_count;
+  __shared__ double s_needed_mass;
+  __shared__ double s_sum[kWarps];
   const float inv_t = 1.0f / temperature;
   const float y_max = mul_rn(x_max, inv_t);
-  const float y_min = add_rn(y_max, p.log_min_p);
+  float y_min = p.min_p[r] > 0 ? add_rn(y_max, logf(p.min_p[r])) : -INFINITY;
+  if (p.top_k[r] < V) {
+    const uint32_t k = block_radix_select<unsigned long long>(
+        V, (unsigned long long)p.top_k[r],
+        [&](int64_t i, bool* candidate) {
+          *candidate = true;
+          return float_order_key(mul_rn(to_float(row[i]), inv_t));
+        },
+        [](int64_t) { return 1ull; }, s_count, &s_prefix, &s_needed_count);
+    y_min = fmaxf(y_min, float_from_order_key(k));
+  }
+  float w_min = 0.0f;
+  if (p.top_p[r] < 1) {
+    double kept = 0;
+    for (int64_t i = threadIdx.x; i < V; i += kThreads)
+      kept += categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min, 0.0f);
+    kept = warp_sum(kept);
+    if (lane == 0) s_sum[warp] = kept;
+    __syncthreads();
+    kept = 0;
+    for (int w = 0; w < kWarps; ++w) kept += s_sum[w];
+    auto weight = [&](int64_t i) {
+      return categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min, 0.0f);
+    };
+    const uint32_t bits = block_radix_select<double>(
+        V, double(p.top_p[r]) * kept,
+        [&](int64_t i, bool* candidate) {
+          const uint32_t b = float_bits(float(weight(i)));
+          *candidate = b != 0;
+          return b;
+        },
+        weight, s_mass, &s_prefix, &s_needed_mass);
+    w_min = bits_float(bits);
+  }
+
+  // Each warp sums whole chunks of weights in float64.
   for (int64_t c = warp; c < n_chunks; c += kWarps) {
     const int64_t begin = c * kCategoricalChunk;
     const int64_t end = begin + kCategoricalChunk < V ? begin + kCategoricalChunk : V;
     double s = 0;
     for (int64_t i = begin + lane; i < end; i += 32)
-      s += categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min);
+      s += categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min, w_min);
     s = warp_sum(s);
     if (lane == 0) sums[c] = s;
   }
@@ -92,7 +160,7 @@ __global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chu
     for (int64_t c = 0; c < n_chunks; ++c) total += sums[c];
     const double target = categorical_uniform(uint64_t(p.seed[r]), p.offset, uint64_t(r)) * total;
     float y_token = 0;
-    const int64_t token = categorical_invert(row, V, sums, target, inv_t, y_max, y_min, &y_token);
+    const int64_t token = categorical_invert(row, V, sums, target, inv_t, y_max, y_min, w_min, &y_token);
     p.token[r] = token;
     p.logprob[r] = float(double(add_rn(y_token, -y_max)) - log(total));
     p.status[r] = kCategoricalOk;

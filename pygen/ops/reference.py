@@ -102,28 +102,46 @@ def categorical_uniform(seeds: torch.Tensor, offset: int) -> torch.Tensor:
 
 
 def sample_categorical(
-    logits: torch.Tensor, temperature: torch.Tensor, min_p: float, seeds: torch.Tensor, offset: int
+    logits: torch.Tensor,
+    temperature: torch.Tensor,
+    seeds: torch.Tensor,
+    offset: int,
+    top_k: torch.Tensor | None = None,
+    top_p: torch.Tensor | None = None,
+    min_p: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reference of ``pygen.ops.sample_categorical``: float64 probabilities, inverted with
-    the kernel's uniforms. Returns (token, logprob) of shape ``logits.shape[:-1]``."""
+    """Reference of ``pygen.ops.sample_categorical``: float64 probabilities (sorting where
+    it is clearest), inverted with the kernel's uniforms. Per-row parameters are tensors
+    of shape ``logits.shape[:-1]``; returns (token, logprob) of that shape."""
     rows, vocab = logits.shape[:-1], logits.shape[-1]
     x = logits.reshape(-1, vocab).double()
+    n = x.shape[0]
     t = temperature.reshape(-1).double()
+    k = top_k.reshape(-1) if top_k is not None else torch.full((n,), vocab)
+    p = top_p.reshape(-1).double() if top_p is not None else torch.ones(n, dtype=torch.float64)
+    m = min_p.reshape(-1).double() if min_p is not None else torch.zeros(n, dtype=torch.float64)
     u = categorical_uniform(seeds, offset)
     tokens, logprobs = [], []
-    for i in range(x.shape[0]):
+    for i in range(n):
         if t[i] == 0:
             tokens.append(int(torch.argmax(x[i])))
             logprobs.append(0.0)
             continue
-        logp = torch.log_softmax(x[i] / t[i], -1)
-        if min_p > 0:
-            logp = torch.where(logp >= logp.max() + math.log(min_p), logp, -math.inf)
-            logp = logp - torch.logsumexp(logp, -1)
-        cdf = torch.cumsum(logp.exp(), -1)
-        k = int(torch.searchsorted(cdf, u[i] * cdf[-1], right=True).clamp(max=vocab - 1))
-        while logp[k] == -math.inf:  # rounding past the last category with weight
-            k -= 1
-        tokens.append(k)
-        logprobs.append(float(logp[k]))
+        y = x[i] / t[i]
+        keep = torch.ones(vocab, dtype=torch.bool)
+        if k[i] < vocab:
+            keep &= y >= torch.topk(y, int(k[i])).values[-1]
+        if m[i] > 0:
+            keep &= y >= y.max() + math.log(m[i])
+        w = torch.where(keep, torch.exp(y - y.max()), 0.0)
+        if p[i] < 1:
+            desc = torch.sort(w, descending=True).values
+            cut = desc[int(torch.searchsorted(torch.cumsum(desc, 0), p[i] * w.sum()))]
+            w = torch.where(w >= cut, w, 0.0)
+        cdf = torch.cumsum(w, 0)
+        j = int(torch.searchsorted(cdf, u[i] * cdf[-1], right=True).clamp(max=vocab - 1))
+        while w[j] == 0:  # rounding past the last category with weight
+            j -= 1
+        tokens.append(j)
+        logprobs.append(float(torch.log(w[j] / cdf[-1])))
     return torch.tensor(tokens).reshape(rows), torch.tensor(logprobs, dtype=torch.float32).reshape(rows)

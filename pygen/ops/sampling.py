@@ -9,8 +9,6 @@ substream ``r`` of its seed, so rows never share randomness and a call at ``offs
 draws afresh.
 """
 
-import math
-
 import torch
 
 from pygen.ops.random import resolve_seed
@@ -20,7 +18,9 @@ def sample_categorical(
     logits: torch.Tensor,
     *,
     temperature: float | torch.Tensor = 1.0,
-    min_p: float | None = None,
+    top_k: int | torch.Tensor | None = None,
+    top_p: float | torch.Tensor | None = None,
+    min_p: float | torch.Tensor | None = None,
     seed: int | torch.Tensor | None = None,
     offset: int = 0,
     generator: torch.Generator | None = None,
@@ -33,8 +33,14 @@ def sample_categorical(
             NaN or +inf raise; -inf excludes a category; a row of all -inf raises.
         temperature: a float or a tensor broadcastable to ``logits.shape[:-1]`` (per
             row); finite and >= 0, 0 meaning greedy (the first maximum).
-        min_p: keep only categories with ``p >= min_p * max(p)`` (after temperature),
-            then renormalize; None or 0 keeps all.
+        top_k: keep the k most probable categories (and any tied with the k-th); an
+            int >= 1 or a per-row int64 tensor; None keeps all.
+        top_p: then keep the most probable categories that hold at least ``top_p`` of
+            the remaining mass (nucleus; ties at the cut are kept); in (0, 1], or a
+            per-row float tensor; None keeps all.
+        min_p: keep only categories with ``p >= min_p * max(p)``; in [0, 1], or a
+            per-row float tensor; None keeps all. Top-k and min-p cut first, top-p
+            then applies to what they keep; all after temperature, none sorts.
         seed: an int in [0, 2**64) for all rows, or an int64 tensor of per-row seeds
             (uint64 bit patterns) broadcastable to ``logits.shape[:-1]``.
         offset: Philox block of each row's substream; use a new offset per step.
@@ -52,17 +58,10 @@ def sample_categorical(
         raise ValueError("logits must have shape [..., V], got a scalar")
     rows = logits.shape[:-1]
     device = logits.device
-    temp = torch.as_tensor(temperature, dtype=torch.float32, device=device)
-    try:
-        temp = temp.expand(rows).contiguous()
-    except RuntimeError:
-        raise ValueError(
-            f"temperature of shape {tuple(temp.shape)} does not broadcast to {tuple(rows)}"
-        ) from None
-    if min_p is None:
-        min_p = 0.0
-    if not (isinstance(min_p, float | int) and 0 <= min_p <= 1 and math.isfinite(min_p)):
-        raise ValueError(f"min_p must be a number in [0, 1], got {min_p!r}")
+    temp = _per_row(temperature, 1.0, torch.float32, "temperature", rows, device)
+    k = _per_row(top_k, logits.shape[-1], torch.int64, "top_k", rows, device)
+    p = _per_row(top_p, 1.0, torch.float32, "top_p", rows, device)
+    m = _per_row(min_p, 0.0, torch.float32, "min_p", rows, device)
     if isinstance(seed, torch.Tensor):
         if generator is not None:
             raise ValueError("pass exactly one of seed= or generator=")
@@ -78,12 +77,29 @@ def sample_categorical(
         seeds = torch.full(rows, resolve_seed(seed, generator), dtype=torch.int64, device=device)
     if not isinstance(offset, int) or not 0 <= offset < 1 << 63:
         raise ValueError(f"offset must be an int in [0, 2**63), got {offset!r}")
-    token, logprob = torch.ops.pygen.sample_categorical(logits, temp, float(min_p), seeds, offset)
+    token, logprob = torch.ops.pygen.sample_categorical(logits, temp, k, p, m, seeds, offset)
     return (token, logprob) if return_logprob else token
 
 
+def _per_row(value, default, dtype, name, rows, device) -> torch.Tensor:
+    """A scalar or tensor parameter as one value per row (checked in range by the op)."""
+    if value is None:
+        value = default
+    if isinstance(value, bool) or not isinstance(value, int | float | torch.Tensor):
+        raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
+    if isinstance(value, float) and dtype == torch.int64:
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if isinstance(value, torch.Tensor) and dtype == torch.int64 and value.is_floating_point():
+        raise TypeError(f"{name} must be an int64 tensor, got {value.dtype}")
+    t = torch.as_tensor(value, dtype=dtype, device=device) if not isinstance(value, torch.Tensor) else value
+    try:
+        return t.to(device=device, dtype=dtype).expand(rows).contiguous()
+    except RuntimeError:
+        raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to {tuple(rows)}") from None
+
+
 @torch.library.register_fake("pygen::sample_categorical")
-def _sample_categorical_fake(logits, temperature, min_p, seed, offset):
+def _sample_categorical_fake(logits, temperature, top_k, top_p, min_p, seed, offset):
     rows = logits.shape[:-1]
     return (
         logits.new_empty(rows, dtype=torch.int64),

@@ -10,25 +10,30 @@ from pygen.ops import reference
 from tests.helpers import DEVICES, chi2_threshold, opcheck
 
 CASES = [
-    ((1, 1), 1.0, 0.0),
-    ((7, 3), 0.5, 0.0),
-    ((64, 1000), 1.0, 0.1),
-    ((5, 1537), 2.0, 0.0),
-    ((2, 3, 65), 1.3, 0.3),
+    ((1, 1), dict(temperature=1.0)),
+    ((7, 3), dict(temperature=0.5)),
+    ((64, 1000), dict(temperature=1.0, min_p=0.1)),
+    ((5, 1537), dict(temperature=2.0)),
+    ((2, 3, 65), dict(temperature=1.3, min_p=0.3)),
+    ((40, 777), dict(temperature=1.0, top_k=10)),
+    ((40, 777), dict(temperature=0.7, top_p=0.9)),
+    ((40, 2049), dict(temperature=1.2, top_k=50, top_p=0.8, min_p=0.02)),
+    ((40, 100), dict(temperature=1.0, top_k=1)),
 ]
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
-@pytest.mark.parametrize("shape,temperature,min_p", CASES)
-def test_matches_reference(device, torch_seed, dtype, shape, temperature, min_p):
+@pytest.mark.parametrize("shape,params", CASES)
+def test_matches_reference(device, torch_seed, dtype, shape, params):
     logits = (torch.randn(shape) * 4).to(dtype)
     token, logprob = pygen.ops.sample_categorical(
-        logits.to(device), temperature=temperature, min_p=min_p, seed=123, offset=7, return_logprob=True
+        logits.to(device), seed=123, offset=7, return_logprob=True, **params
     )
     token, logprob = token.cpu(), logprob.cpu()
     rows = shape[:-1]
+    per_row = {name: torch.full(rows, params[name]) for name in ("top_k", "top_p", "min_p") if name in params}
     ref_token, ref_logprob = reference.sample_categorical(
-        logits.float(), torch.full(rows, temperature), min_p, torch.full(rows, 123), 7
+        logits.float(), torch.full(rows, params["temperature"]), torch.full(rows, 123), 7, **per_row
     )
     assert token.shape == rows and token.dtype == torch.int64 and logprob.dtype == torch.float32
     # float32 weights move the category boundaries by ~1e-7 relative: a rare mismatch.
@@ -44,7 +49,7 @@ def test_per_row_temperature_and_seed(device, torch_seed):
     token = pygen.ops.sample_categorical(
         logits.to(device), temperature=temperature.to(device), seed=seeds.to(device)
     ).cpu()
-    ref, _ = reference.sample_categorical(logits, temperature, 0.0, seeds, 0)
+    ref, _ = reference.sample_categorical(logits, temperature, seeds, 0)
     assert torch.equal(token, ref)
     assert token[0] == logits[0].argmax() and token[5] == logits[5].argmax()
 
@@ -72,23 +77,40 @@ def test_same_result_for_any_thread_count(torch_seed):
     assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
 
 
-@pytest.mark.parametrize("temperature,min_p", [(1.0, 0.0), (0.6, 0.0), (1.0, 0.05), (2.0, 0.2)])
-def test_chi_square(temperature, min_p):
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(),
+        dict(temperature=0.6),
+        dict(min_p=0.05),
+        dict(temperature=2.0, min_p=0.2),
+        dict(top_k=5),
+        dict(top_p=0.7),
+        dict(temperature=1.5, top_k=12, top_p=0.9),
+    ],
+    ids=str,
+)
+def test_chi_square(device, params):
     logits = torch.linspace(-4, 3, 16)
     n = 1 << 18
-    token = pygen.ops.sample_categorical(
-        logits.expand(n, 16), temperature=temperature, min_p=min_p, seed=2024
-    )
-    logp = torch.log_softmax(logits.double() / temperature, -1)
-    if min_p > 0:
-        logp = torch.where(logp >= logp.max() + math.log(min_p), logp, -math.inf)
-        logp = logp - torch.logsumexp(logp, -1)
-    p = logp.exp()
+    token = pygen.ops.sample_categorical(logits.to(device).expand(n, 16), seed=2024, **params).cpu()
+    # The exact truncated distribution, from the reference's cut rules in float64.
+    y = logits.double() / params.get("temperature", 1.0)
+    keep = torch.ones(16, dtype=torch.bool)
+    if "top_k" in params:
+        keep &= y >= torch.topk(y, params["top_k"]).values[-1]
+    if "min_p" in params:
+        keep &= y >= y.max() + math.log(params["min_p"])
+    w = torch.where(keep, torch.exp(y - y.max()), 0.0)
+    if "top_p" in params:
+        desc = torch.sort(w, descending=True).values
+        w = torch.where(w >= desc[int(torch.searchsorted(desc.cumsum(0), params["top_p"] * w.sum()))], w, 0.0)
+    p = w / w.sum()
     counts = torch.bincount(token, minlength=16).double()
     assert (counts[p == 0] == 0).all()
     support = p > 0
     chi2 = ((counts[support] - n * p[support]) ** 2 / (n * p[support])).sum().item()
-    assert chi2 < chi2_threshold(int(support.sum()) - 1)
+    assert chi2 < chi2_threshold(max(int(support.sum()) - 1, 1))
 
 
 def test_tail_rate(device):
@@ -111,10 +133,9 @@ def test_greedy_and_logprob(device):
 @pytest.mark.skipif("cuda" not in DEVICES, reason="needs a GPU and a CUDA build")
 def test_cpu_and_cuda_agree(torch_seed):
     logits = torch.randn(512, 3001) * 3
-    cpu = pygen.ops.sample_categorical(logits, temperature=0.9, min_p=0.01, seed=8, return_logprob=True)
-    gpu = pygen.ops.sample_categorical(
-        logits.cuda(), temperature=0.9, min_p=0.01, seed=8, return_logprob=True
-    )
+    params = dict(temperature=0.9, top_k=100, top_p=0.95, min_p=0.01, seed=8, return_logprob=True)
+    cpu = pygen.ops.sample_categorical(logits, **params)
+    gpu = pygen.ops.sample_categorical(logits.cuda(), **params)
     assert (cpu[0] != gpu[0].cpu()).sum() <= 1  # chunk sums are reduced in another order
     torch.testing.assert_close(cpu[1], gpu[1].cpu(), rtol=1e-6, atol=1e-6)
 
@@ -129,10 +150,20 @@ def test_minus_inf_is_never_drawn(device):
 
 def test_opcheck(device):
     logits = torch.randn(3, 4, 17, device=device)
-    seeds = torch.zeros(3, 4, dtype=torch.int64, device=device)
-    opcheck(
-        torch.ops.pygen.sample_categorical.default, (logits, torch.ones(3, 4, device=device), 0.0, seeds, 5)
+
+    def rows(value, dtype):
+        return torch.full((3, 4), value, dtype=dtype, device=device)
+
+    args = (
+        logits,
+        rows(1.0, torch.float32),
+        rows(5, torch.int64),
+        rows(0.9, torch.float32),
+        rows(0.01, torch.float32),
+        rows(0, torch.int64),
+        5,
     )
+    opcheck(torch.ops.pygen.sample_categorical.default, args)
 
 
 def test_compile_fullgraph():
@@ -154,7 +185,12 @@ def test_compile_fullgraph():
         (torch.zeros(2, 3), {"temperature": -1.0}, ValueError, "temperature must be finite and >= 0"),
         (torch.zeros(2, 3), {"temperature": math.inf}, ValueError, "temperature must be finite and >= 0"),
         (torch.zeros(2, 3), {"temperature": torch.ones(3)}, ValueError, "does not broadcast"),
-        (torch.zeros(2, 3), {"min_p": 1.5}, ValueError, r"min_p must be a number in \[0, 1\]"),
+        (torch.zeros(2, 3), {"min_p": 1.5}, ValueError, r"min_p must be in \[0, 1\]"),
+        (torch.zeros(2, 3), {"top_k": 0}, ValueError, "top_k must be >= 1"),
+        (torch.zeros(2, 3), {"top_k": 2.5}, TypeError, "top_k must be an int"),
+        (torch.zeros(2, 3), {"top_p": 0.0}, ValueError, r"top_p must be in \(0, 1\]"),
+        (torch.zeros(2, 3), {"top_p": 1.01}, ValueError, r"top_p must be in \(0, 1\]"),
+        (torch.zeros(2, 3), {"top_p": torch.ones(3)}, ValueError, "does not broadcast"),
         (
             torch.zeros(2, 3),
             {"seed": torch.zeros(2, dtype=torch.int32)},
