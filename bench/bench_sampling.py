@@ -1,6 +1,7 @@
 """Exact categorical sampling (pygen.ops.sample_categorical) against what users write:
-softmax + torch.multinomial, and Gumbel-max with float64 noise (as LLaDA does) or
-float32 noise (fast, but it truncates the tail)."""
+softmax + torch.multinomial, Gumbel-max with float64 noise (as LLaDA does) or float32
+noise (fast, but it truncates the tail), and top-k / sort-based top-p (as in HF's
+logits warpers) followed by torch.multinomial."""
 
 import torch
 
@@ -16,6 +17,19 @@ def gumbel(logits, dtype):
     logits = logits.to(dtype)
     noise = torch.rand_like(logits)
     return (logits - torch.log(-torch.log(noise))).argmax(-1)
+
+
+def top_k_multinomial(logits, k):
+    values, index = torch.topk(logits, k)
+    return index.gather(-1, torch.multinomial(torch.softmax(values, -1), 1))
+
+
+def sort_top_p_multinomial(logits, p):
+    sorted_logits, index = torch.sort(logits, descending=False)
+    remove = torch.softmax(sorted_logits, -1).cumsum(-1) <= 1 - p
+    remove[..., -1:] = False
+    remove = remove.scatter(-1, index, remove)
+    return torch.multinomial(torch.softmax(logits.masked_fill(remove, -torch.inf), -1), 1)
 
 
 def cases(device: str, quick: bool = False) -> list[Case]:
@@ -41,4 +55,22 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                     params={"batch": batch, "vocab": vocab, "device": device},
                 )
             )
+        out.append(
+            Case(
+                name=f"top-k 50 B={batch} V={vocab // 1024}k",
+                fn=lambda logits=logits: pygen.ops.sample_categorical(logits, top_k=50, seed=1),
+                baseline="topk+multinomial",
+                baseline_fn=lambda logits=logits: top_k_multinomial(logits, 50),
+                params={"batch": batch, "vocab": vocab, "device": device, "top_k": 50},
+            )
+        )
+        out.append(
+            Case(
+                name=f"top-p 0.9 B={batch} V={vocab // 1024}k",
+                fn=lambda logits=logits: pygen.ops.sample_categorical(logits, top_p=0.9, seed=1),
+                baseline="sort top-p+multinom",
+                baseline_fn=lambda logits=logits: sort_top_p_multinomial(logits, 0.9),
+                params={"batch": batch, "vocab": vocab, "device": device, "top_p": 0.9},
+            )
+        )
     return out

@@ -5,6 +5,8 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cmath>
+
 #include "bindings/checks.h"
 #include "csrc/sampling/categorical.h"
 
@@ -12,15 +14,22 @@ namespace pygen {
 
 namespace {
 
-// A per-row parameter: dtype, one value per row, the logits' device, values in range.
-at::Tensor row_param(const at::Tensor& t, const char* name, at::ScalarType dtype, int64_t rows,
-                     const at::Tensor& logits, const at::Tensor& in_range, const char* range) {
+// A per-row parameter: dtype, one value per row, on the logits' device, every value in
+// range (`ok`). Checked on the host: in place on the CPU, after a copy elsewhere (a
+// device sync, which the status check after the kernel needs anyway).
+template <class V, class Ok>
+at::Tensor row_param(const at::Tensor& t, const char* name, int64_t rows, const at::Tensor& logits, Ok ok,
+                     const char* range) {
+  const at::ScalarType dtype = c10::CppTypeToScalarType<V>::value;
   TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.numel() == rows, name, " must have one value per row (", rows, "), got ", t.numel());
   TORCH_CHECK(t.device() == logits.device(), name, " must be on the logits' device ", logits.device(),
               ", got ", t.device());
-  TORCH_CHECK_VALUE(in_range.all().item<bool>(), name, " must be ", range);
-  return t.contiguous();
+  const at::Tensor c = t.contiguous();
+  const at::Tensor host = c.is_cpu() ? c : c.cpu();
+  const V* v = host.data_ptr<V>();
+  for (int64_t i = 0; i < rows; ++i) TORCH_CHECK_VALUE(ok(v[i]), name, " must be ", range, ", got ", v[i]);
+  return c;
 }
 
 }  // namespace
@@ -36,14 +45,14 @@ CategoricalCall categorical_call(const at::Tensor& logits, const at::Tensor& tem
   const int64_t rows = logits.numel() / vocab;
   TORCH_CHECK_VALUE(offset >= 0, "offset must be non-negative, got ", offset);
   CategoricalCall call;
-  call.temperature =
-      row_param(temperature, "temperature", at::kFloat, rows, logits,
-                temperature.ge(0).logical_and(temperature.isfinite()), "finite and >= 0 (0 is greedy)");
-  call.top_k = row_param(top_k, "top_k", at::kLong, rows, logits, top_k.ge(1), ">= 1");
+  call.temperature = row_param<float>(
+      temperature, "temperature", rows, logits, [](float x) { return x >= 0 && std::isfinite(x); },
+      "finite and >= 0 (0 is greedy)");
+  call.top_k = row_param<int64_t>(top_k, "top_k", rows, logits, [](int64_t x) { return x >= 1; }, ">= 1");
   call.top_p =
-      row_param(top_p, "top_p", at::kFloat, rows, logits, top_p.gt(0).logical_and(top_p.le(1)), "in (0, 1]");
+      row_param<float>(top_p, "top_p", rows, logits, [](float x) { return x > 0 && x <= 1; }, "in (0, 1]");
   call.min_p =
-      row_param(min_p, "min_p", at::kFloat, rows, logits, min_p.ge(0).logical_and(min_p.le(1)), "in [0, 1]");
+      row_param<float>(min_p, "min_p", rows, logits, [](float x) { return x >= 0 && x <= 1; }, "in [0, 1]");
   TORCH_CHECK_TYPE(seed.scalar_type() == at::kLong, "seed must be int64, got ", seed.scalar_type());
   TORCH_CHECK_VALUE(seed.numel() == rows, "seed must have one value per row (", rows, "), got ",
                     seed.numel());

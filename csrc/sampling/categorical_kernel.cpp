@@ -16,55 +16,121 @@ namespace {
 
 constexpr int kLanes = 16;
 
-// The k-th largest scaled logit, by radix selection on order keys (4 passes of 8 bits,
-// no sort); keeping y >= it keeps the top k, and every category tied with the k-th.
-template <class T>
-float top_k_threshold(const T* row, int64_t V, float inv_t, int64_t k, std::vector<float>& y) {
-  y.resize(size_t(V));
-  for (int64_t i = 0; i < V; ++i) y[size_t(i)] = mul_rn(to_float(row[i]), inv_t);
-  uint32_t prefix = 0, mask = 0;
-  int64_t needed = k;
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    int64_t hist[256] = {};
-    for (int64_t i = 0; i < V; ++i) {
-      const uint32_t key = float_order_key(y[size_t(i)]);
-      if ((key & mask) == prefix) ++hist[(key >> shift) & 255u];
-    }
-    prefix |= radix_select_digit(hist, &needed) << shift;
-    mask |= 255u << shift;
+// Radix selection from the top over 32-bit keys, 8 bits a pass from bit `shift` down,
+// each pass histogramming only the candidates the previous digits left (compacted in
+// place). `amount(key)` is what a key counts (1, or its mass); `prefix` holds the
+// digits already chosen above `shift`. Returns the threshold key, at or above which
+// lies `needed`.
+template <class H, class Amount>
+uint32_t radix_select(std::vector<uint32_t>& keys, H needed, Amount amount, int shift = 24,
+                      uint32_t prefix = 0) {
+  size_t n = keys.size();
+  for (; shift >= 0; shift -= 8) {
+    H hist[256] = {};
+    for (size_t i = 0; i < n; ++i) hist[(keys[i] >> shift) & 255u] += amount(keys[i]);
+    const uint32_t digit = radix_select_digit(hist, &needed);
+    prefix |= digit << shift;
+    size_t m = 0;
+    for (size_t i = 0; i < n; ++i)
+      if (((keys[i] >> shift) & 255u) == digit) keys[m++] = keys[i];
+    n = m;
   }
-  return float_from_order_key(prefix);
+  return prefix;
 }
 
 // The smallest weight w_min such that the categories with weight >= w_min (among those
-// kept by y_min) hold at least top_p of the kept mass: radix selection on the weights'
-// bits (positive floats order as their bits) with float64 masses per bin.
+// y_min keeps) hold at least top_p of the kept mass. Positive floats order as their
+// bits, so the weights' bits are the keys and each counts its float64 mass.
 template <class T>
 float top_p_threshold(const T* row, int64_t V, float inv_t, float y_max, float y_min, float top_p,
-                      std::vector<float>& w) {
-  w.resize(size_t(V));
+                      std::vector<uint32_t>& keys) {
+  keys.clear();
   double total = 0;
   for (int64_t i = 0; i < V; ++i) {
-    w[size_t(i)] = float(categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min, 0.0f));
-    total += w[size_t(i)];
+    const double w = categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min, 0.0f);
+    if (w > 0) keys.push_back(float_bits(float(w)));
+    total += w;
   }
-  uint32_t prefix = 0, mask = 0;
-  double needed = double(top_p) * total;
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    double hist[256] = {};
-    for (int64_t i = 0; i < V; ++i) {
-      const uint32_t bits = float_bits(w[size_t(i)]);
-      if (bits != 0 && (bits & mask) == prefix) hist[(bits >> shift) & 255u] += w[size_t(i)];
+  return bits_float(
+      radix_select<double>(keys, double(top_p) * total, [](uint32_t b) { return double(bits_float(b)); }));
+}
+
+struct Candidate {
+  int64_t index;
+  float y;  // scaled logit
+};
+
+// Rows with top-k (k < V): a histogram of the keys' top 8 bits, then one pass that keeps,
+// in index order, the categories at or above the threshold's bin; the remaining digits,
+// top-p and the inversion then run on those few candidates. Ties with the k-th are kept.
+template <class T>
+void sample_top_k(const CategoricalParams& p, int64_t r, const T* row, int64_t V, float inv_t, float y_max,
+                  float y_min, std::vector<Candidate>& cands, std::vector<uint32_t>& keys) {
+  // Logits crowd into few bins: four interleaved histograms keep the increments of
+  // neighbouring categories from waiting on each other.
+  int64_t sub[4][256] = {};
+  for (int64_t i = 0; i < V; ++i) ++sub[i & 3][float_order_key(mul_rn(to_float(row[i]), inv_t)) >> 24];
+  int64_t hist[256];
+  for (int b = 0; b < 256; ++b) hist[b] = sub[0][b] + sub[1][b] + sub[2][b] + sub[3][b];
+  int64_t needed = p.top_k[r];
+  const uint32_t top = radix_select_digit(hist, &needed);
+  cands.clear();
+  keys.clear();
+  const auto collect = [&](int64_t i) {
+    const float y = mul_rn(to_float(row[i]), inv_t);
+    const uint32_t key = float_order_key(y);
+    if ((key >> 24) < top) return;
+    cands.push_back({i, y});
+    if ((key >> 24) == top) keys.push_back(key);
+  };
+  // Candidates are rare: test a vector of lanes at once, visit lanes only where one is.
+  int64_t i = 0;
+  for (; i + kLanes <= V; i += kLanes) {
+    uint32_t hi = 0;
+    for (int l = 0; l < kLanes; ++l) {
+      const uint32_t digit = float_order_key(mul_rn(to_float(row[i + l]), inv_t)) >> 24;
+      hi = digit > hi ? digit : hi;
     }
-    prefix |= radix_select_digit(hist, &needed) << shift;
-    mask |= 255u << shift;
+    if (hi >= top)
+      for (int l = 0; l < kLanes; ++l) collect(i + l);
   }
-  return bits_float(prefix);
+  for (; i < V; ++i) collect(i);
+  const auto one = [](uint32_t) { return int64_t(1); };
+  y_min = std::max(y_min, float_from_order_key(radix_select<int64_t>(keys, needed, one, 16, top << 24)));
+
+  float w_min = 0.0f;
+  if (p.top_p[r] < 1) {
+    double kept = 0;
+    keys.clear();
+    for (const Candidate& c : cands) {
+      const double w = categorical_weight(c.y, y_max, y_min, 0.0f);
+      if (w > 0) keys.push_back(float_bits(float(w)));
+      kept += w;
+    }
+    const auto mass = [](uint32_t b) { return double(bits_float(b)); };
+    w_min = bits_float(radix_select<double>(keys, double(p.top_p[r]) * kept, mass));
+  }
+
+  double total = 0;
+  for (const Candidate& c : cands) total += categorical_weight(c.y, y_max, y_min, w_min);
+  const double target = categorical_uniform(uint64_t(p.seed[r]), p.offset, uint64_t(r)) * total;
+  double acc = 0;
+  const Candidate* token = nullptr;
+  for (const Candidate& c : cands) {
+    const double w = categorical_weight(c.y, y_max, y_min, w_min);
+    if (w == 0) continue;
+    token = &c;
+    if (acc + w > target) break;
+    acc += w;
+  }
+  p.token[r] = token->index;
+  p.logprob[r] = float(double(add_rn(token->y, -y_max)) - std::log(total));
+  p.status[r] = kCategoricalOk;
 }
 
 template <class T>
 void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chunk_sums,
-                std::vector<float>& scratch) {
+                std::vector<Candidate>& cands, std::vector<uint32_t>& scratch) {
   const T* row = static_cast<const T*>(p.logits) + r * p.vocab;
   const int64_t V = p.vocab;
   const float temperature = p.temperature[r];
@@ -118,7 +184,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   const float y_max = mul_rn(x_max, inv_t);
   float y_min =
       p.min_p[r] > 0 ? add_rn(y_max, std::log(p.min_p[r])) : -std::numeric_limits<float>::infinity();
-  if (p.top_k[r] < V) y_min = std::max(y_min, top_k_threshold(row, V, inv_t, p.top_k[r], scratch));
+  if (p.top_k[r] < V) return sample_top_k(p, r, row, V, inv_t, y_max, y_min, cands, scratch);
   const float w_min =
       p.top_p[r] < 1 ? top_p_threshold(row, V, inv_t, y_max, y_min, p.top_p[r], scratch) : 0.0f;
 
@@ -155,9 +221,10 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
 void sample_categorical(const CategoricalParams& p) {
   parallel_for(0, p.rows, 1, [&](int64_t b, int64_t e) {
     std::vector<double> chunk_sums;
-    std::vector<float> scratch;
+    std::vector<uint32_t> scratch;
+    std::vector<Candidate> cands;
     visit_dtype(p.dtype, [&](auto tag) {
-      for (int64_t r = b; r < e; ++r) sample_row<decltype(tag)>(p, r, chunk_sums, scratch);
+      for (int64_t r = b; r < e; ++r) sample_row<decltype(tag)>(p, r, chunk_sums, cands, scratch);
     });
   });
 }

@@ -89,13 +89,16 @@ def _per_row(value, default, dtype, name, rows, device) -> torch.Tensor:
         raise TypeError(f"{name} must be a number or a tensor, got {type(value).__name__}")
     if isinstance(value, float) and dtype == torch.int64:
         raise TypeError(f"{name} must be an int, got {value!r}")
-    if isinstance(value, torch.Tensor) and dtype == torch.int64 and value.is_floating_point():
+    if not isinstance(value, torch.Tensor):
+        return torch.full(rows, value, dtype=dtype, device=device)
+    if dtype == torch.int64 and value.is_floating_point():
         raise TypeError(f"{name} must be an int64 tensor, got {value.dtype}")
-    t = torch.as_tensor(value, dtype=dtype, device=device) if not isinstance(value, torch.Tensor) else value
     try:
-        return t.to(device=device, dtype=dtype).expand(rows).contiguous()
+        return value.to(device=device, dtype=dtype).expand(rows).contiguous()
     except RuntimeError:
-        raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to {tuple(rows)}") from None
+        raise ValueError(
+            f"{name} of shape {tuple(value.shape)} does not broadcast to {tuple(rows)}"
+        ) from None
 
 
 @torch.library.register_fake("pygen::sample_categorical")
