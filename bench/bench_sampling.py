@@ -55,22 +55,17 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                     params={"batch": batch, "vocab": vocab, "device": device},
                 )
             )
-        out.append(
-            Case(
-                name=f"top-k 50 B={batch} V={vocab // 1024}k",
-                fn=lambda logits=logits: pygen.ops.sample_categorical(logits, top_k=50, seed=1),
-                baseline="topk+multinomial",
-                baseline_fn=lambda logits=logits: top_k_multinomial(logits, 50),
-                params={"batch": batch, "vocab": vocab, "device": device, "top_k": 50},
+        for label, cut, baseline, baseline_fn in [
+            ("top-k 50", {"top_k": 50}, "topk+multinomial", lambda x: top_k_multinomial(x, 50)),
+            ("top-p 0.9", {"top_p": 0.9}, "sort top-p+multinom", lambda x: sort_top_p_multinomial(x, 0.9)),
+        ]:
+            out.append(
+                Case(
+                    name=f"{label} B={batch} V={vocab // 1024}k",
+                    fn=lambda logits=logits, cut=cut: pygen.ops.sample_categorical(logits, seed=1, **cut),
+                    baseline=baseline,
+                    baseline_fn=lambda logits=logits, f=baseline_fn: f(logits),
+                    params={"batch": batch, "vocab": vocab, "device": device, **cut},
+                )
             )
-        )
-        out.append(
-            Case(
-                name=f"top-p 0.9 B={batch} V={vocab // 1024}k",
-                fn=lambda logits=logits: pygen.ops.sample_categorical(logits, top_p=0.9, seed=1),
-                baseline="sort top-p+multinom",
-                baseline_fn=lambda logits=logits: sort_top_p_multinomial(logits, 0.9),
-                params={"batch": batch, "vocab": vocab, "device": device, "top_p": 0.9},
-            )
-        )
     return out
