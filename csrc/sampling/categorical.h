@@ -60,6 +60,10 @@ PYGEN_HD double categorical_weight(float y, float y_max, float y_min, float w_mi
   return bits_double(double_bits(double(w)) & (0ull - uint64_t((y >= y_min) & (w >= w_min))));
 }
 
+// 1 for a logit the op rejects (NaN or +inf), 0 otherwise; -inf is a valid exclusion.
+// Integer-valued rather than bool so lane loops can OR it without branches.
+PYGEN_HD int32_t categorical_bad_logit(float x) { return int32_t(!(x < INFINITY) & !(x == -INFINITY)); }
+
 // Order-preserving map of floats to uint32 (radix selection of thresholds) and back.
 PYGEN_HD uint32_t float_order_key(float x) {
   const uint32_t u = float_bits(x);

@@ -2,7 +2,6 @@
 // parallel; within a row, lane arrays keep the max and the float64 sums vectorizable.
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -38,21 +37,18 @@ uint32_t radix_select(std::vector<uint32_t>& keys, H needed, Amount amount, int 
   return prefix;
 }
 
-// The smallest weight w_min such that the categories with weight >= w_min (among those
-// y_min keeps) hold at least top_p of the kept mass. Positive floats order as their
-// bits, so the weights' bits are the keys and each counts its float64 mass.
-template <class T>
-float top_p_threshold(const T* row, int64_t V, float inv_t, float y_max, float y_min, float top_p,
-                      std::vector<uint32_t>& keys) {
-  keys.clear();
-  double total = 0;
-  for (int64_t i = 0; i < V; ++i) {
-    const double w = categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min, 0.0f);
-    if (w > 0) keys.push_back(float_bits(float(w)));
-    total += w;
-  }
-  return bits_float(
-      radix_select<double>(keys, double(top_p) * total, [](uint32_t b) { return double(bits_float(b)); }));
+// Top-p as a cut on weights: the smallest w_min such that the categories with weight
+// >= w_min hold at least top_p of the `kept` mass. `keys` holds the bits of the positive
+// weights (positive floats order as their bits); each counts its float64 mass.
+float top_p_cut(std::vector<uint32_t>& keys, double kept, float top_p) {
+  const auto mass = [](uint32_t b) { return double(bits_float(b)); };
+  return bits_float(radix_select<double>(keys, double(top_p) * kept, mass));
+}
+
+// Adds weight w (cut only by y_min) to the top-p keys and returns it.
+inline double add_top_p_key(double w, std::vector<uint32_t>& keys) {
+  if (w > 0) keys.push_back(float_bits(float(w)));
+  return w;
 }
 
 struct Candidate {
@@ -102,13 +98,8 @@ void sample_top_k(const CategoricalParams& p, int64_t r, const T* row, int64_t V
   if (p.top_p[r] < 1) {
     double kept = 0;
     keys.clear();
-    for (const Candidate& c : cands) {
-      const double w = categorical_weight(c.y, y_max, y_min, 0.0f);
-      if (w > 0) keys.push_back(float_bits(float(w)));
-      kept += w;
-    }
-    const auto mass = [](uint32_t b) { return double(bits_float(b)); };
-    w_min = bits_float(radix_select<double>(keys, double(p.top_p[r]) * kept, mass));
+    for (const Candidate& c : cands) kept += add_top_p_key(categorical_weight(c.y, y_max, y_min, 0.0f), keys);
+    w_min = top_p_cut(keys, kept, p.top_p[r]);
   }
 
   double total = 0;
@@ -136,7 +127,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   const float temperature = p.temperature[r];
   const float inv_t = temperature > 0 ? 1.0f / temperature : 1.0f;
 
-  // Pass 1: maximum, its first index, and whether any logit is NaN or +inf.
+  // Pass 1: maximum, and whether any logit is NaN or +inf.
   float lane_max[kLanes];
   int32_t lane_bad[kLanes];
   for (int l = 0; l < kLanes; ++l) {
@@ -147,8 +138,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   for (; i + kLanes <= V; i += kLanes) {
     for (int l = 0; l < kLanes; ++l) {
       const float x = to_float(row[i + l]);
-      lane_bad[l] |= int32_t(!(x < std::numeric_limits<float>::infinity()) &
-                             !(x == -std::numeric_limits<float>::infinity()));
+      lane_bad[l] |= categorical_bad_logit(x);
       lane_max[l] = x > lane_max[l] ? x : lane_max[l];
     }
   }
@@ -160,8 +150,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   }
   for (; i < V; ++i) {
     const float x = to_float(row[i]);
-    bad |= int32_t(!(x < std::numeric_limits<float>::infinity()) &
-                   !(x == -std::numeric_limits<float>::infinity()));
+    bad |= categorical_bad_logit(x);
     x_max = x > x_max ? x : x_max;
   }
   if (bad) {
@@ -185,8 +174,14 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   float y_min =
       p.min_p[r] > 0 ? add_rn(y_max, std::log(p.min_p[r])) : -std::numeric_limits<float>::infinity();
   if (p.top_k[r] < V) return sample_top_k(p, r, row, V, inv_t, y_max, y_min, cands, scratch);
-  const float w_min =
-      p.top_p[r] < 1 ? top_p_threshold(row, V, inv_t, y_max, y_min, p.top_p[r], scratch) : 0.0f;
+  float w_min = 0.0f;
+  if (p.top_p[r] < 1) {
+    double kept = 0;
+    scratch.clear();
+    for (int64_t k = 0; k < V; ++k)
+      kept += add_top_p_key(categorical_weight(mul_rn(to_float(row[k]), inv_t), y_max, y_min, 0.0f), scratch);
+    w_min = top_p_cut(scratch, kept, p.top_p[r]);
+  }
 
   // Float64 sums of the weights per chunk (lane arrays keep the loop vectorizable).
   const int64_t n_chunks = categorical_chunks(V);

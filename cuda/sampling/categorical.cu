@@ -68,7 +68,7 @@ __global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chu
   int bad = 0;
   for (int64_t i = threadIdx.x; i < V; i += kThreads) {
     const float x = to_float(row[i]);
-    bad |= !(x < INFINITY) & !(x == -INFINITY);
+    bad |= categorical_bad_logit(x);
     x_max = fmaxf(x_max, x);
   }
   x_max = warp_max(x_max);
