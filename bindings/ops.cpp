@@ -9,6 +9,17 @@ TORCH_LIBRARY(pygen, m) {
   m.def("randn(SymInt[] size, int seed, int offset, ScalarType dtype, Device device) -> Tensor");
   m.def("philox4x32_10(Tensor counter, Tensor key) -> Tensor");
 
+  // attention: fused, block-sparse (Sparse Transformer layouts), pygen/ops/attention.py
+  m.def(
+      "attention_forward(Tensor q, Tensor k, Tensor v, Tensor? row_ptr, Tensor? col_idx, Tensor? perm, int "
+      "block, "
+      "bool causal, int window, float scale) -> (Tensor out, Tensor lse)");
+  m.def(
+      "attention_backward(Tensor grad_out, Tensor? grad_lse, Tensor q, Tensor k, Tensor v, Tensor out, "
+      "Tensor lse, "
+      "Tensor? row_ptr, Tensor? col_idx, Tensor? perm, int block, bool causal, int window, float scale) "
+      "-> (Tensor grad_q, Tensor grad_k, Tensor grad_v)");
+
   // sampling: exact categorical sampling, pygen/ops/sampling.py
   m.def(
       "sample_categorical(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor min_p, "

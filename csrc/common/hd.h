@@ -6,5 +6,8 @@
 #if defined(__CUDACC__)
 #define PYGEN_HD __host__ __device__ __forceinline__
 #else
-#define PYGEN_HD inline
+// Always inlined on the host too: CPU kernels are compiled once per ISA, and an
+// out-of-line copy would be one symbol the linker picks from any of them (the scalar
+// one, calling libm's fmaf, inside an AVX-512 loop).
+#define PYGEN_HD inline __attribute__((always_inline))
 #endif

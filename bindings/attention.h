@@ -1,0 +1,35 @@
+// Pieces of the attention ops' bindings that the CPU and CUDA implementations share.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <optional>
+
+#include "csrc/attention/attention.h"
+
+namespace pygen {
+
+// The layout arguments every attention op takes, as in the schema.
+struct AttentionLayoutArgs {
+  const std::optional<at::Tensor>& row_ptr;
+  const std::optional<at::Tensor>& col_idx;
+  const std::optional<at::Tensor>& perm;
+  int64_t block;
+  bool causal;
+  int64_t window;
+  double scale;
+};
+
+// Checks q, k, v and the layout and returns the shape; `call` keeps the tensors the
+// shape points into (contiguous layout tensors) alive.
+struct AttentionCall {
+  at::Tensor q, k, v, row_ptr, col_idx, perm;
+  AttentionShape shape;
+  DType dtype;
+};
+AttentionCall attention_call(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const AttentionLayoutArgs& layout);
+
+AttentionStrides attention_strides(const at::Tensor& t);
+
+}  // namespace pygen

@@ -1,0 +1,81 @@
+// Fused (flash-style) attention with block-sparse layouts: parameters, the masking
+// rules both devices share, and the CPU entry points.
+//
+// Queries and keys are cut into tiles of `block` rows. A tile pair is visited only when
+// the layout (compressed rows of a block mask) lists it; inside a visited pair the
+// element rules (causal, window) are applied on sequence positions. `perm`, when set,
+// is the order the layout is written in (the Sparse Transformer's strided pattern is
+// block sparse only on the transposed arrangement of the sequence): tile row i holds
+// sequence position perm[i], for queries and keys alike.
+#pragma once
+
+#include <cstdint>
+
+#include "csrc/common/dtype.h"
+#include "csrc/common/hd.h"
+
+namespace pygen {
+
+struct AttentionShape {
+  int64_t batch, heads_q, heads_kv, len_q, len_k, head_dim;
+  float scale;    // applied to q.k
+  bool causal;    // key position <= query position (top-left aligned, as SDPA)
+  int64_t window;  // -1: none; else |query position - key position| <= window
+  int64_t block;   // tile size in rows, the layout's block size
+  // Block-sparse layout, or null for every tile pair: for layout head h (0 when one
+  // layout is shared by all heads, else the query head) and query tile i, the key tiles
+  // col_idx[row_ptr[h * q_tiles + i] .. row_ptr[h * q_tiles + i + 1]), ascending.
+  const int32_t* row_ptr;
+  const int32_t* col_idx;
+  int64_t layout_heads;
+  const int64_t* perm;  // [len_q == len_k] or null (identity)
+};
+
+// Strides (in elements) of a [batch, heads, len, head_dim] tensor whose last dim is
+// contiguous.
+struct AttentionStrides {
+  int64_t batch, head, row;
+};
+
+struct AttentionForwardParams {
+  AttentionShape s;
+  DType dtype;  // of q, k, v, out
+  const void *q, *k, *v;
+  AttentionStrides q_st, k_st, v_st;
+  void* out;   // [batch, heads_q, len_q, head_dim], contiguous
+  float* lse;  // [batch, heads_q, len_q]: log-sum-exp of the scaled scores, -inf for a row that sees no key
+};
+
+struct AttentionBackwardParams {
+  AttentionShape s;
+  DType dtype;  // of q, k, v, out, grad_out and the gradients
+  const void *q, *k, *v, *out, *grad_out;
+  AttentionStrides q_st, k_st, v_st, out_st, grad_out_st;
+  const float* lse;
+  const float* grad_lse;           // [batch, heads_q, len_q] or null (lse not used downstream)
+  void *grad_q, *grad_k, *grad_v;  // contiguous, shaped as q, k, v
+};
+
+PYGEN_HD int64_t attention_tiles(int64_t len, int64_t block) { return (len + block - 1) / block; }
+
+// Whether a query at position pq may see a key at position pk under the element rules.
+PYGEN_HD bool attention_visible(const AttentionShape& s, int64_t pq, int64_t pk) {
+  const int64_t d = pq - pk;
+  return (!s.causal || d >= 0) && (s.window < 0 || (d <= s.window && -d <= s.window));
+}
+
+// How a tile pair is treated, from the range of positions of its queries and keys.
+enum class TileMask { kHidden, kFull, kPartial };
+PYGEN_HD TileMask attention_tile_mask(const AttentionShape& s, int64_t q_min, int64_t q_max, int64_t k_min,
+                                      int64_t k_max) {
+  if (s.causal && k_min > q_max) return TileMask::kHidden;
+  if (s.window >= 0 && (q_min - k_max > s.window || k_min - q_max > s.window)) return TileMask::kHidden;
+  const bool causal_ok = !s.causal || k_max <= q_min;
+  const bool window_ok = s.window < 0 || (q_max - k_min <= s.window && k_max - q_min <= s.window);
+  return causal_ok && window_ok ? TileMask::kFull : TileMask::kPartial;
+}
+
+void attention_forward_cpu(const AttentionForwardParams& p);
+void attention_backward_cpu(const AttentionBackwardParams& p);
+
+}  // namespace pygen
