@@ -19,7 +19,8 @@ at::Tensor rows_contiguous(const at::Tensor& t) { return t.stride(-1) == 1 ? t :
 // index raises instead of reading out of bounds.
 at::Tensor host_index(const std::optional<at::Tensor>& t, const char* name, at::ScalarType dtype,
                       const at::Device& device) {
-  TORCH_CHECK_TYPE(t->scalar_type() == dtype, "layout ", name, " must be ", dtype, ", got ", t->scalar_type());
+  TORCH_CHECK_TYPE(t->scalar_type() == dtype, "layout ", name, " must be ", dtype, ", got ",
+                   t->scalar_type());
   TORCH_CHECK_VALUE(t->dim() == 1, "layout ", name, " must be 1-D, got shape ", t->sizes());
   TORCH_CHECK(t->device() == device, "layout ", name, " must be on the inputs' device ", device, ", got ",
               t->device());
@@ -30,9 +31,9 @@ void check_layout(const AttentionCall& c) {
   const AttentionShape& s = c.shape;
   const int64_t q_tiles = attention_tiles(s.len_q, s.block), k_tiles = attention_tiles(s.len_k, s.block);
   const int64_t rows = c.row_ptr.numel() - 1;
-  TORCH_CHECK_VALUE(rows == q_tiles || (q_tiles > 0 && rows == s.heads_q * q_tiles),
-                    "layout has ", rows, " block rows, but q needs ", q_tiles, " (len_q ", s.len_q,
-                    " in blocks of ", s.block, "), shared by all heads or once per each of the ", s.heads_q,
+  TORCH_CHECK_VALUE(rows == q_tiles || (q_tiles > 0 && rows == s.heads_q * q_tiles), "layout has ", rows,
+                    " block rows, but q needs ", q_tiles, " (len_q ", s.len_q, " in blocks of ", s.block,
+                    "), shared by all heads or once per each of the ", s.heads_q,
                     " heads: was the layout built for this sequence length?");
   if (!c.row_ptr.is_cpu()) return;  // the CUDA kernels clamp indices instead
   const at::Tensor rp = c.row_ptr.cpu(), ci = c.col_idx.cpu();
@@ -49,8 +50,9 @@ void check_layout(const AttentionCall& c) {
 
 void check_perm(const AttentionCall& c) {
   const int64_t len = c.shape.len_q;
-  TORCH_CHECK_VALUE(c.shape.len_k == len && c.perm.numel() == len, "a layout with a permutation needs len_q == ",
-                    "len_k == len(perm), got ", c.shape.len_q, ", ", c.shape.len_k, ", ", c.perm.numel());
+  TORCH_CHECK_VALUE(c.shape.len_k == len && c.perm.numel() == len,
+                    "a layout with a permutation needs len_q == ", "len_k == len(perm), got ", c.shape.len_q,
+                    ", ", c.shape.len_k, ", ", c.perm.numel());
   if (!c.perm.is_cpu()) return;
   std::vector<char> seen(len, 0);
   const int64_t* p = c.perm.data_ptr<int64_t>();
@@ -63,13 +65,17 @@ void check_perm(const AttentionCall& c) {
 
 }  // namespace
 
+at::ScalarType lse_dtype(const at::Tensor& q) {
+  return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 AttentionStrides attention_strides(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
 
 AttentionCall attention_call(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const AttentionLayoutArgs& layout) {
   TORCH_CHECK_VALUE(q.dim() == 4 && k.dim() == 4 && v.dim() == 4,
-                    "q, k, v must be [batch, heads, len, head_dim], got shapes ", q.sizes(), ", ", k.sizes(), ", ",
-                    v.sizes());
+                    "q, k, v must be [batch, heads, len, head_dim], got shapes ", q.sizes(), ", ", k.sizes(),
+                    ", ", v.sizes());
   TORCH_CHECK_TYPE(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(),
                    "q, k, v must share a dtype, got ", q.scalar_type(), ", ", k.scalar_type(), ", ",
                    v.scalar_type());
@@ -79,14 +85,15 @@ AttentionCall attention_call(const at::Tensor& q, const at::Tensor& k, const at:
   AttentionCall c;
   c.dtype = to_dtype(q.scalar_type(), "q");
   const int64_t batch = q.size(0), heads_q = q.size(1), heads_kv = k.size(1), head_dim = q.size(3);
-  TORCH_CHECK_VALUE(k.size(0) == batch && v.size(0) == batch, "q, k, v must share the batch size, got shapes ",
-                    q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  TORCH_CHECK_VALUE(k.size(0) == batch && v.size(0) == batch,
+                    "q, k, v must share the batch size, got shapes ", q.sizes(), ", ", k.sizes(), ", ",
+                    v.sizes());
   TORCH_CHECK_VALUE(v.size(1) == heads_kv && v.size(2) == k.size(2), "k and v must have the same heads and ",
                     "length, got shapes ", k.sizes(), " and ", v.sizes());
   TORCH_CHECK_VALUE(heads_kv > 0 && heads_q % heads_kv == 0, "k's heads (", heads_kv,
                     ") must divide q's heads (", heads_q, ") (grouped-query attention)");
-  TORCH_CHECK_VALUE(k.size(3) == head_dim && v.size(3) == head_dim, "q, k, v must share head_dim, got shapes ",
-                    q.sizes(), ", ", k.sizes(), ", ", v.sizes());
+  TORCH_CHECK_VALUE(k.size(3) == head_dim && v.size(3) == head_dim,
+                    "q, k, v must share head_dim, got shapes ", q.sizes(), ", ", k.sizes(), ", ", v.sizes());
   TORCH_CHECK_VALUE(head_dim % 16 == 0 && head_dim >= 16 && head_dim <= 256,
                     "head_dim must be a multiple of 16 in [16, 256], got ", head_dim);
   const int64_t bs = layout.block;
@@ -97,8 +104,8 @@ AttentionCall attention_call(const at::Tensor& q, const at::Tensor& k, const at:
   c.q = rows_contiguous(q);
   c.k = rows_contiguous(k);
   c.v = rows_contiguous(v);
-  c.shape = {batch,           heads_q, heads_kv, q.size(2), k.size(2), head_dim, float(layout.scale),
-             layout.causal,   layout.window, bs, nullptr,   nullptr,   0,        nullptr};
+  c.shape = {batch,         heads_q,       heads_kv, q.size(2), k.size(2), head_dim, float(layout.scale),
+             layout.causal, layout.window, bs,       nullptr,   nullptr,   0,        nullptr};
   TORCH_CHECK_VALUE(layout.row_ptr.has_value() == layout.col_idx.has_value(),
                     "layout row_ptr and col_idx come together");
   if (layout.row_ptr) {
@@ -129,27 +136,28 @@ void check_like(const at::Tensor& t, const at::Tensor& like, const char* name, c
 
 std::tuple<at::Tensor, at::Tensor> attention_forward_cpu_op(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& row_ptr,
-    const std::optional<at::Tensor>& col_idx, const std::optional<at::Tensor>& perm, int64_t block, bool causal,
-    int64_t window, double scale) {
+    const std::optional<at::Tensor>& col_idx, const std::optional<at::Tensor>& perm, int64_t block,
+    bool causal, int64_t window, double scale) {
   const AttentionCall c = attention_call(q, k, v, {row_ptr, col_idx, perm, block, causal, window, scale});
   at::Tensor out = at::empty(q.sizes(), q.options());
-  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(at::kFloat));
-  attention_forward_cpu({c.shape, c.dtype, c.q.data_ptr(), c.k.data_ptr(), c.v.data_ptr(), attention_strides(c.q),
-                         attention_strides(c.k), attention_strides(c.v), out.data_ptr(), lse.data_ptr<float>()});
+  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(lse_dtype(q)));
+  attention_forward_cpu({c.shape, c.dtype, c.q.data_ptr(), c.k.data_ptr(), c.v.data_ptr(),
+                         attention_strides(c.q), attention_strides(c.k), attention_strides(c.v),
+                         out.data_ptr(), lse.data_ptr()});
   return {out, lse};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu_op(
-    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q, const at::Tensor& k,
-    const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse, const std::optional<at::Tensor>& row_ptr,
-    const std::optional<at::Tensor>& col_idx, const std::optional<at::Tensor>& perm, int64_t block, bool causal,
-    int64_t window, double scale) {
+    const at::Tensor& grad_out, const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
+    const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+    const std::optional<at::Tensor>& row_ptr, const std::optional<at::Tensor>& col_idx,
+    const std::optional<at::Tensor>& perm, int64_t block, bool causal, int64_t window, double scale) {
   const AttentionCall c = attention_call(q, k, v, {row_ptr, col_idx, perm, block, causal, window, scale});
   check_like(out, q, "out", "q");
   check_like(grad_out, q, "grad_out", "q");
   const at::Tensor o = rows_contiguous(out), go = rows_contiguous(grad_out);
-  TORCH_CHECK_VALUE(lse.sizes() == q.sizes().slice(0, 3) && lse.scalar_type() == at::kFloat,
-                    "lse must be float32 [batch, heads, len_q], got ", lse.scalar_type(), " ", lse.sizes());
+  TORCH_CHECK_VALUE(lse.sizes() == q.sizes().slice(0, 3) && lse.scalar_type() == lse_dtype(q), "lse must be ",
+                    lse_dtype(q), " [batch, heads, len_q], got ", lse.scalar_type(), " ", lse.sizes());
   const at::Tensor l = lse.contiguous();
   at::Tensor gl;
   if (grad_lse) {
@@ -159,9 +167,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu_op(
   at::Tensor gq = at::empty(q.sizes(), q.options()), gk = at::empty(k.sizes(), k.options()),
              gv = at::empty(v.sizes(), v.options());
   attention_backward_cpu({c.shape, c.dtype, c.q.data_ptr(), c.k.data_ptr(), c.v.data_ptr(), o.data_ptr(),
-                          go.data_ptr(), attention_strides(c.q), attention_strides(c.k), attention_strides(c.v),
-                          attention_strides(o), attention_strides(go), l.data_ptr<float>(),
-                          gl.defined() ? gl.data_ptr<float>() : nullptr, gq.data_ptr(), gk.data_ptr(),
+                          go.data_ptr(), attention_strides(c.q), attention_strides(c.k),
+                          attention_strides(c.v), attention_strides(o), attention_strides(go), l.data_ptr(),
+                          gl.defined() ? gl.data_ptr() : nullptr, gq.data_ptr(), gk.data_ptr(),
                           gv.data_ptr()});
   return {gq, gk, gv};
 }

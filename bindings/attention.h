@@ -31,5 +31,7 @@ AttentionCall attention_call(const at::Tensor& q, const at::Tensor& k, const at:
                              const AttentionLayoutArgs& layout);
 
 AttentionStrides attention_strides(const at::Tensor& t);
+// float64 for float64 inputs (which compute in float64), else float32.
+at::ScalarType lse_dtype(const at::Tensor& q);
 
 }  // namespace pygen

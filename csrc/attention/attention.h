@@ -18,8 +18,8 @@ namespace pygen {
 
 struct AttentionShape {
   int64_t batch, heads_q, heads_kv, len_q, len_k, head_dim;
-  float scale;    // applied to q.k
-  bool causal;    // key position <= query position (top-left aligned, as SDPA)
+  float scale;     // applied to q.k
+  bool causal;     // key position <= query position (top-left aligned, as SDPA)
   int64_t window;  // -1: none; else |query position - key position| <= window
   int64_t block;   // tile size in rows, the layout's block size
   // Block-sparse layout, or null for every tile pair: for layout head h (0 when one
@@ -42,8 +42,10 @@ struct AttentionForwardParams {
   DType dtype;  // of q, k, v, out
   const void *q, *k, *v;
   AttentionStrides q_st, k_st, v_st;
-  void* out;   // [batch, heads_q, len_q, head_dim], contiguous
-  float* lse;  // [batch, heads_q, len_q]: log-sum-exp of the scaled scores, -inf for a row that sees no key
+  void* out;  // [batch, heads_q, len_q, head_dim], contiguous
+  // [batch, heads_q, len_q], float64 for float64 inputs, else float32: log-sum-exp of
+  // the scaled scores, -inf for a row that sees no key
+  void* lse;
 };
 
 struct AttentionBackwardParams {
@@ -51,8 +53,8 @@ struct AttentionBackwardParams {
   DType dtype;  // of q, k, v, out, grad_out and the gradients
   const void *q, *k, *v, *out, *grad_out;
   AttentionStrides q_st, k_st, v_st, out_st, grad_out_st;
-  const float* lse;
-  const float* grad_lse;           // [batch, heads_q, len_q] or null (lse not used downstream)
+  const void* lse;                 // as the forward wrote it
+  const void* grad_lse;            // of lse's dtype and shape, or null (lse not used downstream)
   void *grad_q, *grad_k, *grad_v;  // contiguous, shaped as q, k, v
 };
 

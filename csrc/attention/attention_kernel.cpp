@@ -127,7 +127,9 @@ struct PackedKV {
   std::vector<A> kt, v;
 
   int64_t head_size() const { return tiles * block * head_dim; }
-  const A* kt_tile(int64_t bh, int64_t t) const { return kt.data() + bh * head_size() + t * block * head_dim; }
+  const A* kt_tile(int64_t bh, int64_t t) const {
+    return kt.data() + bh * head_size() + t * block * head_dim;
+  }
   const A* v_tile(int64_t bh, int64_t t) const { return v.data() + bh * head_size() + t * block * head_dim; }
 };
 
@@ -161,7 +163,8 @@ void pack_kv(const AttentionShape& s, const Positions& pk, const T* k, Attention
     for (int64_t bh = begin; bh < end; ++bh) {
       const int64_t b = bh / s.heads_kv, h = bh % s.heads_kv;
       pack_head(s, pk, k + b * ks.batch + h * ks.head, ks.row, true, out.kt.data() + bh * out.head_size());
-      pack_head(s, pk, v + b * vs.batch + h * vs.head, vs.row, v_transposed, out.v.data() + bh * out.head_size());
+      pack_head(s, pk, v + b * vs.batch + h * vs.head, vs.row, v_transposed,
+                out.v.data() + bh * out.head_size());
     }
   });
 }
@@ -187,7 +190,8 @@ void forward(const AttentionForwardParams& p) {
       const int64_t bkv = b * s.heads_kv + h / group;
       const int64_t q0 = i * bs, rows = std::min(bs, s.len_q - q0);
       for (int64_t r = 0; r < rows; ++r)
-        load_row(q + b * p.q_st.batch + h * p.q_st.head + pq.at(q0 + r) * p.q_st.row, D, A(s.scale), &qs[r * D]);
+        load_row(q + b * p.q_st.batch + h * p.q_st.head + pq.at(q0 + r) * p.q_st.row, D, A(s.scale),
+                 &qs[r * D]);
       std::fill(O.begin(), O.end(), A(0));
       std::fill(m.begin(), m.end(), -kInf);
       std::fill(l.begin(), l.end(), A(0));
@@ -216,7 +220,7 @@ void forward(const AttentionForwardParams& p) {
       for (int64_t r = 0; r < rows; ++r) {
         const int64_t row = bh * s.len_q + pq.at(q0 + r);
         store_row(&O[r * D], D, l[r] > 0 ? A(1) / l[r] : A(0), out + row * D);
-        p.lse[row] = l[r] > 0 ? float(m[r] + std::log(l[r])) : -INFINITY;
+        static_cast<A*>(p.lse)[row] = l[r] > 0 ? m[r] + std::log(l[r]) : -kInf;
       }
     }
   });
@@ -259,14 +263,14 @@ void backward(const AttentionBackwardParams& p) {
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t pos = pq.at(q0 + r);
             load_row(q + b * p.q_st.batch + h * p.q_st.head + pos * p.q_st.row, D, A(s.scale), &qs[r * D]);
-            load_row(dout + b * p.grad_out_st.batch + h * p.grad_out_st.head + pos * p.grad_out_st.row, D, A(1),
-                     &dos[r * D]);
+            load_row(dout + b * p.grad_out_st.batch + h * p.grad_out_st.head + pos * p.grad_out_st.row, D,
+                     A(1), &dos[r * D]);
             load_row(out + b * p.out_st.batch + h * p.out_st.head + pos * p.out_st.row, D, A(1), orow.data());
             // d(loss)/d(score) = P (dP - delta), delta = rowsum(dO * O) - d(loss)/d(lse)
             A dot = 0;
             for (int64_t d = 0; d < D; ++d) dot += dos[r * D + d] * orow[d];
-            delta[r] = p.grad_lse ? dot - A(p.grad_lse[bh * s.len_q + pos]) : dot;
-            const A x = p.lse[bh * s.len_q + pos];
+            delta[r] = p.grad_lse ? dot - static_cast<const A*>(p.grad_lse)[bh * s.len_q + pos] : dot;
+            const A x = static_cast<const A*>(p.lse)[bh * s.len_q + pos];
             lse[r] = x == -kInf ? kInf : x;  // a row that saw no key has probabilities 0
           }
           std::fill(dq.begin(), dq.end(), A(0));
@@ -281,7 +285,8 @@ void backward(const AttentionBackwardParams& p) {
               for (int64_t c = 0; c < bs; ++c) P[r * bs + c] = exp_nonpos(P[r * bs + c] - lse[r]);
             // dV += P^T dO;  dP = dO V^T;  dS = P (dP - delta);  dQ += dS K;  dK += dS^T (scale Q)
             tile_gemm(cols, D, rows, StridedF<A>{P.data(), 1, bs}, dos.data(), D, &dv[k0 * D], D, true);
-            tile_gemm(rows, bs, D, StridedF<A>{dos.data(), D, 1}, kv.v_tile(bkv, j), bs, dS.data(), bs, false);
+            tile_gemm(rows, bs, D, StridedF<A>{dos.data(), D, 1}, kv.v_tile(bkv, j), bs, dS.data(), bs,
+                      false);
             for (int64_t r = 0; r < rows; ++r)
               for (int64_t c = 0; c < bs; ++c) dS[r * bs + c] = P[r * bs + c] * (dS[r * bs + c] - delta[r]);
             tile_gemm(rows, D, cols, StridedF<A>{dS.data(), bs, 1}, &kp[k0 * D], D, dq.data(), D, true);

@@ -48,7 +48,8 @@ namespace tile_gemm_detail {
 
 // C[0:MR, 0:NV*kVecF] (+)= A[0:MR, 0:K] B[0:K, same columns], accumulators in registers.
 template <int MR, int NV>
-inline void micro(int64_t K, StridedF<float> A, const float* B, int64_t ldb, float* C, int64_t ldc, bool accumulate) {
+inline void micro(int64_t K, StridedF<float> A, const float* B, int64_t ldb, float* C, int64_t ldc,
+                  bool accumulate) {
   VecF acc[MR][NV];
 #pragma GCC unroll 8
   for (int m = 0; m < MR; ++m)
@@ -106,11 +107,12 @@ inline void panel(int64_t M, int64_t K, StridedF<float> A, const float* B, int64
 // C[M, N] = A[M, K] B[K, N], or += with `accumulate`: B row-major (row stride ldb), C
 // row-major (ldc), N a multiple of kVecF. Columns go in panels of kTileVecs vectors (B's panel stays in
 // cache while all rows pass), rows in register tiles of kTileRows.
-inline void tile_gemm(int64_t M, int64_t N, int64_t K, StridedF<float> A, const float* B, int64_t ldb, float* C,
-                      int64_t ldc, bool accumulate) {
+inline void tile_gemm(int64_t M, int64_t N, int64_t K, StridedF<float> A, const float* B, int64_t ldb,
+                      float* C, int64_t ldc, bool accumulate) {
   constexpr int64_t kPanel = int64_t(kTileVecs) * kVecF;
   int64_t n = 0;
-  for (; n + kPanel <= N; n += kPanel) tile_gemm_detail::panel<kTileVecs>(M, K, A, B + n, ldb, C + n, ldc, accumulate);
+  for (; n + kPanel <= N; n += kPanel)
+    tile_gemm_detail::panel<kTileVecs>(M, K, A, B + n, ldb, C + n, ldc, accumulate);
   for (; n < N; n += kVecF) tile_gemm_detail::panel<1>(M, K, A, B + n, ldb, C + n, ldc, accumulate);
 }
 

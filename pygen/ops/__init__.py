@@ -1,6 +1,7 @@
 """Documented wrappers of the ``torch.ops.pygen`` ops, and their pure-PyTorch references."""
 
+from pygen.ops.attention import attention
 from pygen.ops.random import philox4x32_10, philox_blocks, rand, randn
 from pygen.ops.sampling import sample_categorical
 
-__all__ = ["philox4x32_10", "philox_blocks", "rand", "randn", "sample_categorical"]
+__all__ = ["attention", "philox4x32_10", "philox_blocks", "rand", "randn", "sample_categorical"]

@@ -145,3 +145,29 @@ def sample_categorical(
         tokens.append(j)
         logprobs.append(float(torch.log(w[j] / cdf[-1])))
     return torch.tensor(tokens).reshape(rows), torch.tensor(logprobs, dtype=torch.float32).reshape(rows)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    scale: float | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax attention with an element mask, computed in ``dtype``: ``(out, lse)``.
+
+    q ``[B, Hq, Lq, D]``, k and v ``[B, Hkv, Lk, D]`` (``Hkv`` divides ``Hq``); ``mask``
+    bool, broadcastable to ``[B, Hq, Lq, Lk]``, True where a query sees a key. A query
+    that sees no key gets output 0 and log-sum-exp -inf (where softmax would give NaN).
+    """
+    group = q.shape[1] // k.shape[1]
+    q, k, v = (t.to(dtype) for t in (q, k, v))
+    k, v = k.repeat_interleave(group, 1), v.repeat_interleave(group, 1)
+    scale = q.shape[-1] ** -0.5 if scale is None else scale
+    s = (q @ k.transpose(-1, -2)) * scale
+    if mask is not None:
+        s = s.masked_fill(~mask, -math.inf)
+    lse = torch.logsumexp(s, -1)
+    p = torch.exp(s - lse[..., None].clamp_min(torch.finfo(dtype).min))
+    return (p @ v).nan_to_num(0.0), lse
