@@ -9,4 +9,4 @@ __version__ = "0.1.0"
 from pygen import ops, sparse
 from pygen._build import info
 
-__all__ = ["__version__", "info", "ops"]
+__all__ = ["__version__", "info", "ops", "sparse"]

@@ -33,6 +33,7 @@ class Case:
     baseline: str
     baseline_fn: Callable[[], object]
     params: dict
+    flops: float | None = None  # per call, for GFLOP/s beside the times
 
 
 def median_seconds(fn: Callable[[], object], device: str, repeats: int, min_time: float = 0.02) -> float:
@@ -104,27 +105,25 @@ def run(
         raise SystemExit("--device cuda needs a GPU and a pygen built with CUDA (see python -m pygen info)")
     repeats = repeats or (5 if quick else 15)
     rows = []
+    print(f"{'family':<9} {'case':<36} {'pygen':>9} {'baseline':>20} {'':>9} {'speedup':>8}")
     for fam in [family] if family else families():
         for case in load_family(fam).cases(device, quick):
             ours = median_seconds(case.fn, device, repeats)
             base = median_seconds(case.baseline_fn, device, repeats)
-            rows.append(
-                {
-                    "family": fam,
-                    "case": case.name,
-                    "params": case.params,
-                    "pygen_s": ours,
-                    "baseline": case.baseline,
-                    "baseline_s": base,
-                    "speedup": base / ours,
-                }
-            )
-    print(f"{'family':<8} {'case':<34} {'pygen':>10} {'baseline':>22} {'speedup':>8}")
-    for r in rows:
-        print(
-            f"{r['family']:<8} {r['case']:<34} {r['pygen_s'] * 1e6:>8.1f}us "
-            f"{r['baseline']:>12} {r['baseline_s'] * 1e6:>7.1f}us {r['speedup']:>7.2f}x"
-        )
+            row = {
+                "family": fam,
+                "case": case.name,
+                "params": case.params,
+                "pygen_s": ours,
+                "baseline": case.baseline,
+                "baseline_s": base,
+                "speedup": base / ours,
+            }
+            if case.flops:
+                row["pygen_gflops"] = case.flops / ours / 1e9
+                row["baseline_gflops"] = case.flops / base / 1e9
+            rows.append(row)
+            print(_format_row(row), flush=True)
     report = {
         "device": device_name(device),
         "date": datetime.date.today().isoformat(),
@@ -135,6 +134,10 @@ def run(
     if save:
         out = BENCH_DIR / "results" / f"{report['device']}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():  # keep the other families' rows of this machine
+            ran = {r["family"] for r in rows}
+            kept = [r for r in json.loads(out.read_text())["rows"] if r["family"] not in ran]
+            report["rows"] = kept + rows
         out.write_text(json.dumps(report, indent=2) + "\n")
         print(f"wrote {out}")
         try:
@@ -143,6 +146,20 @@ def run(
         except ImportError:  # machines with torch but no registry (GPU boxes) may lack it
             print(f"matplotlib is not installed: no plot (later: python -m pygen bench --plot {out})")
     return report
+
+
+def _format_row(r: dict) -> str:
+    line = (
+        f"{r['family']:<9} {r['case']:<36} {_time(r['pygen_s']):>9} "
+        f"{r['baseline']:>20} {_time(r['baseline_s']):>9} {r['speedup']:>7.2f}x"
+    )
+    if "pygen_gflops" in r:
+        line += f"  ({r['pygen_gflops']:.0f} vs {r['baseline_gflops']:.0f} GFLOP/s)"
+    return line
+
+
+def _time(seconds: float) -> str:
+    return f"{seconds * 1e3:.2f}ms" if seconds >= 1e-2 else f"{seconds * 1e6:.1f}us"
 
 
 def plot_file(result: Path) -> Path:

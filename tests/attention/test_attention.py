@@ -43,7 +43,7 @@ def check_against_reference(q, k, v, causal=False, layout=None, scale=None, dtyp
     if q.dtype in (torch.float32, torch.float64):
         tol = dict(atol=2e-5, rtol=1e-4) if q.dtype == torch.float32 else dict(atol=1e-10, rtol=1e-10)
         torch.testing.assert_close(out.double(), ref, **tol)
-        for g, r in zip((gq, gk, gv), ref_grads):
+        for g, r in zip((gq, gk, gv), ref_grads, strict=True):
             torch.testing.assert_close(g.double(), r, **tol)
         return
     # Low precision: at most twice the error of PyTorch doing it in the same dtype.
@@ -51,7 +51,7 @@ def check_against_reference(q, k, v, causal=False, layout=None, scale=None, dtyp
     same, _ = reference.attention(*leaves_lp, mask, scale, dtype=q.dtype)
     same_grads = torch.autograd.grad(same, leaves_lp, grad)
     assert_error_within(out, ref, same, dtype_factor)
-    for g, r, s in zip((gq, gk, gv), ref_grads, same_grads):
+    for g, r, s in zip((gq, gk, gv), ref_grads, same_grads, strict=True):
         assert_error_within(g, r, s, dtype_factor)
 
 
@@ -81,7 +81,7 @@ def test_float64_gradcheck(torch_seed):
     q, k, v = qkv(1, 2, 1, 19, 23, 16, torch.float64, grad=True)
     layout = sparse.local(19, 5, block_size=16, causal=False)
     for kwargs in (dict(causal=True), dict(layout=sparse.from_block_mask(torch.ones(2, 2, dtype=bool), 16))):
-        assert torch.autograd.gradcheck(lambda *t: pygen.ops.attention(*t, **kwargs), (q, k, v))
+        assert torch.autograd.gradcheck(lambda *t, kw=kwargs: pygen.ops.attention(*t, **kw), (q, k, v))
     q2, k2, v2 = qkv(1, 2, 1, 19, 19, 16, torch.float64, grad=True)
     assert torch.autograd.gradcheck(
         lambda *t: pygen.ops.attention(*t, layout=layout, return_lse=True), (q2, k2, v2)
