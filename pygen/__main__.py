@@ -1,6 +1,7 @@
-"""Command line: ``python -m pygen {info,demo,bench}``."""
+"""Command line: ``python -m pygen {info,demo,bench,train}``."""
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -18,6 +19,17 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--threads", type=int, help="torch.set_num_threads for the run (CPU)")
     bench.add_argument("--plot", metavar="RESULT_JSON", help="only draw the plot of a saved result")
     bench.add_argument("--no-save", action="store_true", help="do not write bench/results/<device>.json")
+    train = sub.add_parser("train", help="train a model family (under torchrun for several processes)")
+    families = train.add_subparsers(dest="family", required=True)
+    st = families.add_parser("sparse-transformer", help="byte-level Sparse Transformer LM on Python text")
+    from pygen.models.sparse_transformer import SparseTransformerConfig
+    from pygen.train import TrainConfig
+
+    _add_fields(st, SparseTransformerConfig)
+    _add_fields(st, TrainConfig)
+    st.add_argument("--batch-size", type=int, default=16)
+    st.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    st.add_argument("--out", default="checkpoints/sparse-transformer", help="checkpoint directory")
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -30,6 +42,18 @@ def main(argv: list[str] | None = None) -> int:
             width = max(map(len, report))
             for key, value in report.items():
                 print(f"{key:<{width}}  {value}")
+    elif args.command == "train":
+        from pygen.models.sparse_transformer import fit
+
+        _, log = fit(
+            _pick(args, SparseTransformerConfig),
+            _pick(args, TrainConfig),
+            batch_size=args.batch_size,
+            device=args.device,
+            out=args.out,
+        )
+        if log:
+            print(f"held-out bits per byte: {log[-1]['eval']:.4f} (checkpoint in {args.out})")
     elif args.command == "demo":
         from pygen.demo import run
 
@@ -46,6 +70,27 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         run(args.family, device=args.device, quick=args.quick, save=not args.no_save)
     return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _add_fields(parser: argparse.ArgumentParser, cls) -> None:
+    """One --flag per field of a config dataclass, defaulting to the field's default."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" ")[0], float)
+            parser.add_argument(flag, type=kind, default=f.default)
+
+
+def _pick(args: argparse.Namespace, cls):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,161 @@
+"""Attention modules on pygen's fused kernels, and the Sparse Transformer block."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from pygen import sparse
+from pygen.ops.attention import attention
+
+# A layout for queries and keys of given lengths, or a list of them: heads are then split
+# evenly among the layouts (the Sparse Transformer's split heads).
+LayoutSpec = sparse.BlockLayout | Sequence[sparse.BlockLayout]
+LayoutFactory = Callable[[int, int], LayoutSpec]
+
+
+def attend(q, k, v, *, causal=False, layout: LayoutSpec | None = None) -> torch.Tensor:
+    """pygen.ops.attention with ``layout`` also a list of layouts for equal head groups."""
+    if layout is None or isinstance(layout, sparse.BlockLayout):
+        return attention(q, k, v, causal=causal, layout=layout)
+    groups = len(layout)
+    hq, hkv = q.shape[1], k.shape[1]
+    if hq % groups or hkv % groups:
+        raise ValueError(f"{groups} layouts need q heads ({hq}) and kv heads ({hkv}) divisible by {groups}")
+    parts = []
+    for i, lay in enumerate(layout):
+        qs = slice(i * hq // groups, (i + 1) * hq // groups)
+        ks = slice(i * hkv // groups, (i + 1) * hkv // groups)
+        parts.append(attention(q[:, qs], k[:, ks], v[:, ks], causal=causal, layout=lay))
+    return torch.cat(parts, 1)
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head attention on inputs ``[batch, len, embed_dim]`` (batch first).
+
+    Args:
+        embed_dim: model width; ``embed_dim / num_heads`` must be a multiple of 16.
+        num_heads: query heads.
+        kv_heads: key/value heads (grouped-query attention); default ``num_heads``.
+        bias: biases in the projections.
+        causal: hide keys after each query.
+        layout: None (dense), a :class:`pygen.sparse.BlockLayout`, a list of layouts
+            (heads split evenly among them), or a function ``(len_q, len_k) -> layout``
+            called once per new pair of lengths (cached).
+    """
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        kv_heads: int | None = None,
+        bias: bool = True,
+        causal: bool = False,
+        layout: LayoutSpec | LayoutFactory | None = None,
+    ):
+        super().__init__()
+        kv_heads = num_heads if kv_heads is None else kv_heads
+        if embed_dim % num_heads or num_heads % kv_heads:
+            raise ValueError(
+                f"embed_dim ({embed_dim}) must split into num_heads ({num_heads}), and kv_heads ({kv_heads}) "
+                "must divide num_heads"
+            )
+        self.num_heads, self.kv_heads, self.head_dim = num_heads, kv_heads, embed_dim // num_heads
+        self.causal, self.layout = causal, layout
+        self._layouts: dict[tuple[int, int], LayoutSpec] = {}
+        self.q_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.kv_proj = nn.Linear(embed_dim, 2 * kv_heads * self.head_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+
+    def layout_for(self, len_q: int, len_k: int) -> LayoutSpec | None:
+        if not callable(self.layout):
+            return self.layout
+        if (len_q, len_k) not in self._layouts:
+            self._layouts[(len_q, len_k)] = self.layout(len_q, len_k)
+        return self._layouts[(len_q, len_k)]
+
+    def forward(self, query: torch.Tensor, key_value: torch.Tensor | None = None) -> torch.Tensor:
+        """``query`` ``[B, Lq, E]``; ``key_value`` ``[B, Lk, E]`` (default: ``query``,
+        self-attention). Returns ``[B, Lq, E]``."""
+        kv_in = query if key_value is None else key_value
+        b, lq, e = query.shape
+        lk = kv_in.shape[1]
+        # [B, L, H, D] viewed as [B, H, L, D]: the kernels take the strides as they are.
+        q = self.q_proj(query).view(b, lq, self.num_heads, self.head_dim).transpose(1, 2)
+        kv = self.kv_proj(kv_in).view(b, lk, 2, self.kv_heads, self.head_dim)
+        k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+        out = attend(q, k, v, causal=self.causal, layout=self.layout_for(lq, lk))
+        return self.out_proj(out.transpose(1, 2).reshape(b, lq, e))
+
+
+class Attention(MultiheadAttention):
+    """Self-attention ``x [B, L, E] -> [B, L, E]``: MultiheadAttention with key = value = x."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return super().forward(x)
+
+
+def sparse_transformer_layout(pattern: str, stride: int, c: int = 32, block_size: int = 64) -> LayoutFactory:
+    """The Sparse Transformer's attention patterns as a layout factory for
+    :class:`MultiheadAttention`: ``"dense"`` (causal), ``"strided"`` (half the heads
+    :func:`pygen.sparse.local`, half :func:`pygen.sparse.strided`) or ``"fixed"``
+    (:func:`pygen.sparse.fixed` with ``c`` summary positions)."""
+    if pattern == "dense":
+        return lambda lq, lk: sparse.causal(lq, block_size=block_size)
+    if pattern == "strided":
+        return lambda lq, lk: [
+            sparse.local(lq, stride, block_size=block_size),
+            sparse.strided(lq, stride, block_size=block_size),
+        ]
+    if pattern == "fixed":
+        return lambda lq, lk: sparse.fixed(lq, stride, c, block_size=block_size)
+    raise ValueError(f"pattern must be 'dense', 'strided' or 'fixed', got {pattern!r}")
+
+
+class SparseTransformerBlock(nn.Module):
+    """Pre-norm residual block of the Sparse Transformer (Child et al., 2019):
+    ``x + attn(norm(x))`` then ``x + mlp(norm(x))`` with a GELU MLP.
+
+    The output projections of the attention and the MLP start scaled by
+    ``1 / sqrt(2 * depth)`` (the paper's initialization, keeping the residual stream's
+    scale independent of depth). ``recompute`` re-runs the block in the backward pass
+    instead of storing its activations (the paper's gradient checkpointing); the
+    attention kernels already recompute the attention matrix.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        *,
+        depth: int = 1,
+        layout: LayoutSpec | LayoutFactory | None = None,
+        mlp_ratio: int = 4,
+        dropout: float = 0.0,
+        recompute: bool = False,
+    ):
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = Attention(dim, heads, causal=True, layout=layout)
+        self.fc1, self.fc2 = nn.Linear(dim, mlp_ratio * dim), nn.Linear(mlp_ratio * dim, dim)
+        self.dropout = nn.Dropout(dropout)
+        self.recompute = recompute
+        with torch.no_grad():
+            for proj in (self.attn.out_proj, self.fc2):
+                proj.weight.mul_(1 / math.sqrt(2 * depth))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x)))
+        return x + self.dropout(self.fc2(F.gelu(self.fc1(self.norm2(x)))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, L, dim]`` -> ``[B, L, dim]``."""
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
