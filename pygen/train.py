@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +104,7 @@ def train(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     log: list[dict] = []
     bar = tqdm(range(config.steps), disable=not config.progress or rank != 0, desc="train", unit="step")
-    start = bar.format_dict["elapsed"]
+    start = time.monotonic()
     for step in bar:
         trained.train()
         loss = trained(batches(generator))
@@ -114,7 +115,7 @@ def train(
         sched.step()
         bar.set_postfix(loss=f"{loss.item():.3f}")
         last = step == config.steps - 1
-        elapsed = bar.format_dict["elapsed"] - start
+        elapsed = time.monotonic() - start
         out_of_time = world == 1 and config.max_seconds is not None and elapsed > config.max_seconds
         periodic = config.eval_every and (step + 1) % config.eval_every == 0
         if evaluate and rank == 0 and (last or out_of_time or periodic):

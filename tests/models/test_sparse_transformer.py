@@ -44,3 +44,9 @@ def test_bad_config():
         SparseTransformerLM(SparseTransformerConfig(context=100, stride=16, block_size=16))
     with pytest.raises(ValueError, match="longer than the context"):
         SparseTransformerLM(TINY)(torch.zeros(1, 257, dtype=torch.long))
+
+
+def test_trainer_stops_after_max_seconds():
+    config = TrainConfig(steps=10**6, max_seconds=1.0, progress=False)
+    _, log = fit(TINY, config, eval_windows=2)
+    assert 0 < log[-1]["step"] < 10**6
