@@ -169,39 +169,64 @@ void pack_kv(const AttentionShape& s, const Positions& pk, const T* k, Attention
   });
 }
 
+// What forward and backward share: positions of the tiles, K^T and V packed once, and
+// the scores of one tile pair.
+template <class A>
+struct Tiles {
+  Positions pq, pk;
+  PackedKV<A> kv;
+  int64_t q_tiles, k_tiles, group;
+
+  template <class T>
+  Tiles(const AttentionShape& s, const T* k, AttentionStrides ks, const T* v, AttentionStrides vs,
+        bool v_transposed)
+      : pq(s.perm, s.len_q, s.block),
+        pk(s.perm, s.len_k, s.block),
+        q_tiles(attention_tiles(s.len_q, s.block)),
+        k_tiles(attention_tiles(s.len_k, s.block)),
+        group(s.heads_q / s.heads_kv) {
+    pack_kv(s, pk, k, ks, v, vs, v_transposed, kv);
+  }
+
+  // S = (scale q) k^T for query tile i (`rows` rows of qs) and key tile j of kv head
+  // bkv, with hidden scores at -inf; false, and S untouched, if the pair is all hidden.
+  bool scores(const AttentionShape& s, int64_t bkv, int64_t i, int64_t j, int64_t rows, const A* qs,
+              A* S) const {
+    const int64_t bs = s.block, cols = std::min(bs, s.len_k - j * bs);
+    const TileMask tm = attention_tile_mask(s, pq.lo[i], pq.hi[i], pk.lo[j], pk.hi[j]);
+    if (tm == TileMask::kHidden) return false;
+    tile_gemm(rows, bs, s.head_dim, StridedF<A>{qs, s.head_dim, 1}, kv.kt_tile(bkv, j), bs, S, bs, false);
+    if (tm == TileMask::kPartial || cols < bs) mask_scores(s, pq, pk, i * bs, rows, j * bs, cols, S);
+    return true;
+  }
+};
+
 template <class T>
 void forward(const AttentionForwardParams& p) {
   using A = AccOf<T>;
   constexpr A kInf = A(INFINITY);
   const AttentionShape& s = p.s;
   const int64_t D = s.head_dim, bs = s.block;
-  const Positions pq(s.perm, s.len_q, bs), pk(s.perm, s.len_k, bs);
-  PackedKV<A> kv;
-  pack_kv(s, pk, static_cast<const T*>(p.k), p.k_st, static_cast<const T*>(p.v), p.v_st, false, kv);
-  const int64_t q_tiles = attention_tiles(s.len_q, bs), k_tiles = kv.tiles;
-  const int64_t group = s.heads_q / s.heads_kv;
+  const Tiles<A> t(s, static_cast<const T*>(p.k), p.k_st, static_cast<const T*>(p.v), p.v_st, false);
   const T* q = static_cast<const T*>(p.q);
   T* out = static_cast<T*>(p.out);
 
-  parallel_for(0, s.batch * s.heads_q * q_tiles, 1, [&](int64_t begin, int64_t end) {
+  parallel_for(0, s.batch * s.heads_q * t.q_tiles, 1, [&](int64_t begin, int64_t end) {
     std::vector<A> qs(bs * D), S(bs * bs), O(bs * D), m(bs), l(bs);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t i = task % q_tiles, bh = task / q_tiles, b = bh / s.heads_q, h = bh % s.heads_q;
-      const int64_t bkv = b * s.heads_kv + h / group;
+      const int64_t i = task % t.q_tiles, bh = task / t.q_tiles, b = bh / s.heads_q, h = bh % s.heads_q;
+      const int64_t bkv = b * s.heads_kv + h / t.group;
       const int64_t q0 = i * bs, rows = std::min(bs, s.len_q - q0);
       for (int64_t r = 0; r < rows; ++r)
-        load_row(q + b * p.q_st.batch + h * p.q_st.head + pq.at(q0 + r) * p.q_st.row, D, A(s.scale),
+        load_row(q + b * p.q_st.batch + h * p.q_st.head + t.pq.at(q0 + r) * p.q_st.row, D, A(s.scale),
                  &qs[r * D]);
       std::fill(O.begin(), O.end(), A(0));
       std::fill(m.begin(), m.end(), -kInf);
       std::fill(l.begin(), l.end(), A(0));
-      const TileRow tr = tile_row(s, h, i, k_tiles);
+      const TileRow tr = tile_row(s, h, i, t.k_tiles);
       for (int64_t n = tr.begin; n < tr.end; ++n) {
         const int64_t j = tr.tile(n), k0 = j * bs, cols = std::min(bs, s.len_k - k0);
-        const TileMask tm = attention_tile_mask(s, pq.lo[i], pq.hi[i], pk.lo[j], pk.hi[j]);
-        if (tm == TileMask::kHidden) continue;
-        tile_gemm(rows, bs, D, StridedF<A>{qs.data(), D, 1}, kv.kt_tile(bkv, j), bs, S.data(), bs, false);
-        if (tm == TileMask::kPartial || cols < bs) mask_scores(s, pq, pk, q0, rows, k0, cols, S.data());
+        if (!t.scores(s, bkv, i, j, rows, qs.data(), S.data())) continue;
         for (int64_t r = 0; r < rows; ++r) {
           A* row = &S[r * bs];
           const A m_new = std::max(m[r], row_max(row, bs));
@@ -215,10 +240,10 @@ void forward(const AttentionForwardParams& p) {
           if (alpha != A(1))
             for (int64_t d = 0; d < D; ++d) O[r * D + d] *= alpha;
         }
-        tile_gemm(rows, D, cols, StridedF<A>{S.data(), bs, 1}, kv.v_tile(bkv, j), D, O.data(), D, true);
+        tile_gemm(rows, D, cols, StridedF<A>{S.data(), bs, 1}, t.kv.v_tile(bkv, j), D, O.data(), D, true);
       }
       for (int64_t r = 0; r < rows; ++r) {
-        const int64_t row = bh * s.len_q + pq.at(q0 + r);
+        const int64_t row = bh * s.len_q + t.pq.at(q0 + r);
         store_row(&O[r * D], D, l[r] > 0 ? A(1) / l[r] : A(0), out + row * D);
         static_cast<A*>(p.lse)[row] = l[r] > 0 ? m[r] + std::log(l[r]) : -kInf;
       }
@@ -232,11 +257,7 @@ void backward(const AttentionBackwardParams& p) {
   constexpr A kInf = A(INFINITY);
   const AttentionShape& s = p.s;
   const int64_t D = s.head_dim, bs = s.block;
-  const Positions pq(s.perm, s.len_q, bs), pk(s.perm, s.len_k, bs);
-  PackedKV<A> kv;
-  pack_kv(s, pk, static_cast<const T*>(p.k), p.k_st, static_cast<const T*>(p.v), p.v_st, true, kv);
-  const int64_t q_tiles = attention_tiles(s.len_q, bs), k_tiles = kv.tiles;
-  const int64_t group = s.heads_q / s.heads_kv;
+  const Tiles<A> t(s, static_cast<const T*>(p.k), p.k_st, static_cast<const T*>(p.v), p.v_st, true);
   const T* q = static_cast<const T*>(p.q);
   const T* k = static_cast<const T*>(p.k);
   const T* out = static_cast<const T*>(p.out);
@@ -248,20 +269,20 @@ void backward(const AttentionBackwardParams& p) {
   // One task per (batch, kv head): it owns the key gradients of its head, so tiles
   // accumulate into them without races.
   parallel_for(0, s.batch * s.heads_kv, 1, [&](int64_t begin, int64_t end) {
-    const int64_t padded = k_tiles * bs;
+    const int64_t padded = t.k_tiles * bs;
     std::vector<A> kp(padded * D), dk(padded * D), dv(padded * D);
     std::vector<A> qs(bs * D), dos(bs * D), orow(D), P(bs * bs), dS(bs * bs), dq(bs * D), delta(bs), lse(bs);
     for (int64_t bkv = begin; bkv < end; ++bkv) {
       const int64_t b = bkv / s.heads_kv, hkv = bkv % s.heads_kv;
-      pack_head(s, pk, k + b * p.k_st.batch + hkv * p.k_st.head, p.k_st.row, false, kp.data());
+      pack_head(s, t.pk, k + b * p.k_st.batch + hkv * p.k_st.head, p.k_st.row, false, kp.data());
       std::fill(dk.begin(), dk.end(), A(0));
       std::fill(dv.begin(), dv.end(), A(0));
-      for (int64_t h = hkv * group; h < (hkv + 1) * group; ++h) {
+      for (int64_t h = hkv * t.group; h < (hkv + 1) * t.group; ++h) {
         const int64_t bh = b * s.heads_q + h;
-        for (int64_t i = 0; i < q_tiles; ++i) {
+        for (int64_t i = 0; i < t.q_tiles; ++i) {
           const int64_t q0 = i * bs, rows = std::min(bs, s.len_q - q0);
           for (int64_t r = 0; r < rows; ++r) {
-            const int64_t pos = pq.at(q0 + r);
+            const int64_t pos = t.pq.at(q0 + r);
             load_row(q + b * p.q_st.batch + h * p.q_st.head + pos * p.q_st.row, D, A(s.scale), &qs[r * D]);
             load_row(dout + b * p.grad_out_st.batch + h * p.grad_out_st.head + pos * p.grad_out_st.row, D,
                      A(1), &dos[r * D]);
@@ -274,18 +295,15 @@ void backward(const AttentionBackwardParams& p) {
             lse[r] = x == -kInf ? kInf : x;  // a row that saw no key has probabilities 0
           }
           std::fill(dq.begin(), dq.end(), A(0));
-          const TileRow tr = tile_row(s, h, i, k_tiles);
+          const TileRow tr = tile_row(s, h, i, t.k_tiles);
           for (int64_t n = tr.begin; n < tr.end; ++n) {
             const int64_t j = tr.tile(n), k0 = j * bs, cols = std::min(bs, s.len_k - k0);
-            const TileMask tm = attention_tile_mask(s, pq.lo[i], pq.hi[i], pk.lo[j], pk.hi[j]);
-            if (tm == TileMask::kHidden) continue;
-            tile_gemm(rows, bs, D, StridedF<A>{qs.data(), D, 1}, kv.kt_tile(bkv, j), bs, P.data(), bs, false);
-            if (tm == TileMask::kPartial || cols < bs) mask_scores(s, pq, pk, q0, rows, k0, cols, P.data());
+            if (!t.scores(s, bkv, i, j, rows, qs.data(), P.data())) continue;
             for (int64_t r = 0; r < rows; ++r)
               for (int64_t c = 0; c < bs; ++c) P[r * bs + c] = exp_nonpos(P[r * bs + c] - lse[r]);
             // dV += P^T dO;  dP = dO V^T;  dS = P (dP - delta);  dQ += dS K;  dK += dS^T (scale Q)
             tile_gemm(cols, D, rows, StridedF<A>{P.data(), 1, bs}, dos.data(), D, &dv[k0 * D], D, true);
-            tile_gemm(rows, bs, D, StridedF<A>{dos.data(), D, 1}, kv.v_tile(bkv, j), bs, dS.data(), bs,
+            tile_gemm(rows, bs, D, StridedF<A>{dos.data(), D, 1}, t.kv.v_tile(bkv, j), bs, dS.data(), bs,
                       false);
             for (int64_t r = 0; r < rows; ++r)
               for (int64_t c = 0; c < bs; ++c) dS[r * bs + c] = P[r * bs + c] * (dS[r * bs + c] - delta[r]);
@@ -293,11 +311,11 @@ void backward(const AttentionBackwardParams& p) {
             tile_gemm(cols, D, rows, StridedF<A>{dS.data(), 1, bs}, qs.data(), D, &dk[k0 * D], D, true);
           }
           for (int64_t r = 0; r < rows; ++r)
-            store_row(&dq[r * D], D, A(s.scale), dq_out + (bh * s.len_q + pq.at(q0 + r)) * D);
+            store_row(&dq[r * D], D, A(s.scale), dq_out + (bh * s.len_q + t.pq.at(q0 + r)) * D);
         }
       }
       for (int64_t j = 0; j < s.len_k; ++j) {
-        const int64_t row = bkv * s.len_k + pk.at(j);
+        const int64_t row = bkv * s.len_k + t.pk.at(j);
         store_row(&dk[j * D], D, A(1), dk_out + row * D);
         store_row(&dv[j * D], D, A(1), dv_out + row * D);
       }

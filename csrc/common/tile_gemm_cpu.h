@@ -79,27 +79,12 @@ inline void panel(int64_t M, int64_t K, StridedF<float> A, const float* B, int64
   int64_t m = 0;
   for (; m + kTileRows <= M; m += kTileRows)
     micro<kTileRows, NV>(K, {A.ptr + m * A.rs, A.rs, A.cs}, B, ldb, C + m * ldc, ldc, accumulate);
-  const StridedF<float> a{A.ptr + m * A.rs, A.rs, A.cs};
-  switch (M - m) {
-    case 5:
-      micro<5, NV>(K, a, B, ldb, C + m * ldc, ldc, accumulate);
-      break;
-    case 4:
-      micro<4, NV>(K, a, B, ldb, C + m * ldc, ldc, accumulate);
-      break;
-    case 3:
-      micro<3, NV>(K, a, B, ldb, C + m * ldc, ldc, accumulate);
-      break;
-    case 2:
-      micro<2, NV>(K, a, B, ldb, C + m * ldc, ldc, accumulate);
-      break;
-    case 1:
-      micro<1, NV>(K, a, B, ldb, C + m * ldc, ldc, accumulate);
-      break;
-    default:
-      break;
-  }
-  static_assert(kTileRows == 6, "the remainder switch covers 1..5 rows");
+  using Micro = void (*)(int64_t, StridedF<float>, const float*, int64_t, float*, int64_t, bool);
+  static constexpr Micro kRemainder[] = {nullptr,      micro<1, NV>, micro<2, NV>,
+                                         micro<3, NV>, micro<4, NV>, micro<5, NV>};
+  static_assert(sizeof(kRemainder) / sizeof(Micro) == kTileRows,
+                "one tile per remainder of 1..kTileRows-1 rows");
+  if (M > m) kRemainder[M - m](K, {A.ptr + m * A.rs, A.rs, A.cs}, B, ldb, C + m * ldc, ldc, accumulate);
 }
 
 }  // namespace tile_gemm_detail
