@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import pygen
 from pygen import sparse
 from pygen.bench import Case
+from pygen.nn.attention import attend
 
 HEADS, HEAD_DIM = 8, 64
 
@@ -19,8 +20,8 @@ def inputs(length, device, dtype, grad=False):
     ]
 
 
-def forward_backward(attend, q, k, v):
-    out = attend(q, k, v)
+def forward_backward(fn, q, k, v):
+    out = fn(q, k, v)
     return torch.autograd.grad(out, (q, k, v), torch.ones_like(out))
 
 
@@ -29,25 +30,6 @@ def causal_flops(length, backward=False):
     # the backward does 2.5x the forward's (five products, one of them recomputed).
     fwd = 4 * length * length * HEAD_DIM * HEADS / 2
     return fwd * (3.5 if backward else 1.0)
-
-
-def split_heads(layouts):
-    """Half the heads on each layout, as the Sparse Transformer's strided attention."""
-    half = HEADS // 2
-
-    def attend(q, k, v):
-        parts = [
-            pygen.ops.attention(
-                q[:, i * half : (i + 1) * half],
-                k[:, i * half : (i + 1) * half],
-                v[:, i * half : (i + 1) * half],
-                layout=layout,
-            )
-            for i, layout in enumerate(layouts)
-        ]
-        return torch.cat(parts, 1)
-
-    return attend
 
 
 def cases(device: str, quick: bool = False) -> list[Case]:
@@ -84,21 +66,24 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         return out
     for length in [8192, 16384]:
         q, k, v = inputs(length, device, dtype)
-        strided = [sparse.local(length, 128), sparse.strided(length, 128)]
+        strided = [sparse.local(length, 128), sparse.strided(length, 128)]  # half the heads each
         fixed = sparse.fixed(length, 256, 32, block_size=32)
         patterns = {
-            "strided": (split_heads(strided), {"stride": 128, "block": 64}),
+            "strided": (
+                lambda q, k, v, layout=strided: attend(q, k, v, layout=layout),
+                {"stride": 128, "block": 64},
+            ),
             "fixed": (
                 lambda q, k, v, layout=fixed: pygen.ops.attention(q, k, v, layout=layout),
                 {"stride": 256, "c": 32, "block": 32},
             ),
         }
-        for name, (attend, layout_params) in patterns.items():
+        for name, (fn, layout_params) in patterns.items():
             params = {"len": length, "heads": HEADS, "head_dim": HEAD_DIM, "device": device, **layout_params}
             out.append(
                 Case(
                     f"{name} fwd L={length // 1024}k",
-                    lambda q=q, k=k, v=v, f=attend: f(q, k, v),
+                    lambda q=q, k=k, v=v, f=fn: f(q, k, v),
                     "sdpa causal",
                     lambda q=q, k=k, v=v: sdpa(q, k, v),
                     params,

@@ -44,8 +44,11 @@ def attention(
     for name, t in (("q", q), ("k", k), ("v", v)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    if q.dim() != 4:
-        raise ValueError(f"q must be [batch, heads, len, head_dim], got shape {tuple(q.shape)}")
+    if q.dim() != 4 or k.dim() != 4 or v.dim() != 4:
+        raise ValueError(
+            "q, k, v must be [batch, heads, len, head_dim], got shapes "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if scale is None:
         scale = q.shape[-1] ** -0.5
     if layout is None:
@@ -54,7 +57,7 @@ def attention(
     else:
         if not isinstance(layout, BlockLayout):
             raise TypeError(f"layout must be a pygen.sparse.BlockLayout, got {type(layout).__name__}")
-        layout.check_lengths(q.shape[2], k.shape[2] if k.dim() == 4 else -1)
+        layout.check_lengths(q.shape[2], k.shape[2])
         if layout.heads not in (1, q.shape[1]):
             raise ValueError(f"layout has {layout.heads} heads, q has {q.shape[1]}: use 1 or {q.shape[1]}")
         row_ptr, col_idx, perm = layout.index_tensors(q.device)
