@@ -7,7 +7,10 @@ import pytest
 
 from pygen.bench import families, load_family
 
-pytest.importorskip("pytest_benchmark", reason="needs pytest-benchmark (in requirements.txt)")
+pytest.importorskip(
+    "pytest_benchmark",
+    reason="needs pytest-benchmark: installed by make test, absent on registry-less GPU machines",
+)
 
 CASES = [(family, case) for family in families() for case in load_family(family).cases("cpu", quick=True)]
 IDS = [f"{family}: {case.name}" for family, case in CASES]

@@ -8,8 +8,13 @@ from pygen.data import python_text
 from pygen.models.sparse_transformer import SparseTransformerConfig, SparseTransformerLM, fit
 from pygen.train import TrainConfig
 
-pytest.importorskip("safetensors", reason="checkpoints need safetensors (in requirements.txt)")
-pytest.importorskip("tqdm", reason="the trainer needs tqdm (in requirements.txt)")
+pytest.importorskip(
+    "safetensors",
+    reason="checkpoints need safetensors: installed by make test, absent on registry-less GPU machines",
+)
+pytest.importorskip(
+    "tqdm", reason="the trainer needs tqdm: installed by make test, absent on registry-less GPU machines"
+)
 
 TINY = SparseTransformerConfig(context=256, dim=64, depth=2, heads=4, stride=16, block_size=16)
 
