@@ -24,4 +24,9 @@ TORCH_LIBRARY(pygen, m) {
   m.def(
       "sample_categorical(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor min_p, "
       "Tensor seed, int offset) -> (Tensor token, Tensor logprob)");
+
+  // solvers: the fused step of every ODE/SDE sampler, pygen/ops/solvers.py
+  m.def(
+      "solver_update(Tensor x, Tensor? out, Tensor? uncond, Tensor[] history, Tensor coef, "
+      "bool noise, int seed, int offset, float threshold_ratio, float threshold_max) -> (Tensor y, Tensor pred)");
 }

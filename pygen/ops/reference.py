@@ -171,3 +171,28 @@ def attention(
     lse = torch.logsumexp(s, -1)
     p = torch.exp(s - lse[..., None].clamp_min(torch.finfo(dtype).min))
     return (p @ v).nan_to_num(0.0), lse
+
+
+def solver_update(x, coef, *, out=None, uncond=None, history=(), noise=None,
+                  threshold_ratio=0.0, threshold_max=1.0):
+    """``pygen.ops.solver_update`` in float64; ``noise`` is the normal tensor itself."""
+    f64 = [t.double() if t is not None else None for t in (x, out, uncond, noise)]
+    x, out, uncond, noise = f64
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    col = [coef[:, j].double().reshape(shape) for j in range(coef.shape[1])]
+    w, cx, co, a, bp, c = col[:6]
+    y = a * x
+    pred = None
+    if out is not None:
+        g = out if uncond is None else uncond + w * (out - uncond)
+        pred = cx * x + co * g
+        if threshold_ratio:
+            s = torch.quantile(pred.flatten(1).abs(), threshold_ratio, dim=1)
+            s = s.clamp(1.0, threshold_max).reshape(shape)
+            pred = pred.clamp(-s, s) / s
+        y = y + bp * pred
+    for bh, h in zip(col[6:], history, strict=True):
+        y = y + bh * h.double()
+    if noise is not None:
+        y = y + c * noise
+    return y, pred
