@@ -1,0 +1,103 @@
+"""Time grids: where a sampler evaluates the model, from noise to data."""
+
+from dataclasses import dataclass
+
+import torch
+
+from pygen.solvers.schedules import Schedule
+
+SPACINGS = ("logsnr", "time", "karras", "quadratic")
+
+
+@dataclass
+class Grid:
+    """``steps + 1`` points, float64 ``[steps + 1, B]`` (``B`` is 1 when every sample
+    shares the grid): model times ``t`` and the schedule's ``alpha``, ``sigma`` there.
+    A last point with ``sigma = 0`` has ``alpha = 1`` and ``t = 0``."""
+
+    t: torch.Tensor
+    alpha: torch.Tensor
+    sigma: torch.Tensor
+
+    @property
+    def steps(self) -> int:
+        return self.t.shape[0] - 1
+
+    @property
+    def lam(self) -> torch.Tensor:
+        """``log(alpha / sigma)``; ``+inf`` at ``sigma = 0``."""
+        return torch.log(self.alpha) - torch.log(self.sigma)
+
+
+def _endpoint(value, default, name) -> torch.Tensor:
+    v = torch.as_tensor(default if value is None else value, dtype=torch.float64)
+    if v.dim() > 1 or not torch.isfinite(v).all():
+        raise ValueError(f"{name} must be a finite float or a 1-D per-sample tensor")
+    return v.reshape(1, -1)
+
+
+def time_grid(
+    schedule: Schedule,
+    steps: int,
+    spacing: str = "logsnr",
+    *,
+    t_max: float | torch.Tensor | None = None,
+    t_min: float | torch.Tensor | None = None,
+    rho: float = 7.0,
+    final_zero: bool = True,
+) -> Grid:
+    """A grid of ``steps`` solver steps.
+
+    Args:
+        schedule: the noise schedule.
+        steps: number of steps (>= 1).
+        spacing: ``"logsnr"`` (uniform in ``lambda``; DPM-Solver's choice for pixels),
+            ``"time"`` (uniform in t), ``"karras"`` (uniform in ``(sigma / alpha)^(1 /
+            rho)``, EDM's) or ``"quadratic"`` (uniform in ``sqrt(t)``).
+        t_max, t_min: the first and last noisy times (default: the schedule's); floats,
+            or ``[B]`` tensors for a grid per sample.
+        rho: Karras' exponent.
+        final_zero: end with a step to ``sigma = 0`` exactly (then ``steps`` points
+            are spaced over ``[t_max, t_min]`` and the zero point follows);
+            otherwise the ``steps + 1`` points end at ``t_min``.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+    if spacing not in SPACINGS:
+        raise ValueError(f"spacing must be one of {SPACINGS}, got {spacing!r}")
+    hi = _endpoint(t_max, schedule.t_max, "t_max")
+    lo = _endpoint(t_min, schedule.t_min, "t_min")
+    if not (hi > lo).all():
+        raise ValueError("t_max must be greater than t_min")
+    n = steps if final_zero else steps + 1
+    u = torch.linspace(0, 1, n, dtype=torch.float64).reshape(-1, 1)
+    if spacing == "time":
+        t = hi + u * (lo - hi)
+    elif spacing == "quadratic":
+        t = (hi.sqrt() + u * (lo.sqrt() - hi.sqrt())) ** 2
+    elif spacing == "logsnr":
+        l0, l1 = schedule.lam(hi), schedule.lam(lo)
+        t = schedule.t_of_lambda(l0 + u * (l1 - l0))
+    else:
+        a_hi, s_hi = schedule.alpha_sigma(hi)
+        a_lo, s_lo = schedule.alpha_sigma(lo)
+        r0, r1 = (s_hi / a_hi) ** (1 / rho), (s_lo / a_lo) ** (1 / rho)
+        t = schedule.t_of_sigma_tilde((r0 + u * (r1 - r0)) ** rho)
+    t[0], t[-1] = hi[0], lo[0]  # exact endpoints, whatever the inverse's rounding
+    alpha, sigma = schedule.alpha_sigma(t)
+    if final_zero:
+        zero = torch.zeros_like(t[:1])
+        t, alpha, sigma = torch.cat([t, zero]), torch.cat([alpha, zero + 1]), torch.cat([sigma, zero])
+    return Grid(t, alpha, sigma)
+
+
+def grid_from_sigmas(schedule: Schedule, sigmas) -> Grid:
+    """A grid through given Karras sigmas (``sigma / alpha``, decreasing, a last 0 means
+    the zero point), as k-diffusion and diffusers' Euler-type schedulers take them."""
+    s = torch.as_tensor(sigmas, dtype=torch.float64).reshape(len(sigmas), -1)
+    if not (s[:-1] > s[1:]).all() or (s < 0).any():
+        raise ValueError("sigmas must be non-negative and strictly decreasing")
+    t = schedule.t_of_sigma_tilde(s.clamp(min=1e-300))
+    alpha, sigma = schedule.alpha_sigma(t)
+    zero = s == 0
+    return Grid(torch.where(zero, 0.0, t), torch.where(zero, 1.0, alpha), torch.where(zero, 0.0, sigma))
