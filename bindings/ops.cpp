@@ -28,5 +28,6 @@ TORCH_LIBRARY(pygen, m) {
   // solvers: the fused step of every ODE/SDE sampler, pygen/ops/solvers.py
   m.def(
       "solver_update(Tensor x, Tensor? out, Tensor? uncond, Tensor[] history, Tensor coef, "
-      "bool noise, int seed, int offset, float threshold_ratio, float threshold_max) -> (Tensor y, Tensor pred)");
+      "bool noise, int seed, int offset, float threshold_ratio, float threshold_max) -> (Tensor y, Tensor "
+      "pred)");
 }

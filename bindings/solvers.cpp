@@ -35,8 +35,8 @@ at::Tensor threshold(const at::Tensor& pred, double ratio, double max) {
 }  // namespace
 
 std::tuple<at::Tensor, at::Tensor> solver_update_impl(
-    const at::Tensor& x_in, const std::optional<at::Tensor>& out_in, const std::optional<at::Tensor>& uncond_in,
-    at::TensorList hist_in, const at::Tensor& coef_in, bool noise,
+    const at::Tensor& x_in, const std::optional<at::Tensor>& out_in,
+    const std::optional<at::Tensor>& uncond_in, at::TensorList hist_in, const at::Tensor& coef_in, bool noise,
     int64_t seed, int64_t offset, double threshold_ratio, double threshold_max,
     const std::function<void(const SolverUpdateParams&)>& launch) {
   TORCH_CHECK_VALUE(x_in.dim() >= 1, "x must have shape [batch, ...], got a scalar");
@@ -99,12 +99,14 @@ std::tuple<at::Tensor, at::Tensor> solver_update_impl(
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> solver_update_cpu_op(
-    const at::Tensor& x, const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& uncond,
-    at::TensorList hist, const at::Tensor& coef, bool noise,
-    int64_t seed, int64_t offset, double threshold_ratio, double threshold_max) {
-  return solver_update_impl(x, out, uncond, hist, coef, noise, seed, offset, threshold_ratio,
-                            threshold_max, solver_update_cpu);
+std::tuple<at::Tensor, at::Tensor> solver_update_cpu_op(const at::Tensor& x,
+                                                        const std::optional<at::Tensor>& out,
+                                                        const std::optional<at::Tensor>& uncond,
+                                                        at::TensorList hist, const at::Tensor& coef,
+                                                        bool noise, int64_t seed, int64_t offset,
+                                                        double threshold_ratio, double threshold_max) {
+  return solver_update_impl(x, out, uncond, hist, coef, noise, seed, offset, threshold_ratio, threshold_max,
+                            solver_update_cpu);
 }
 
 }  // namespace

@@ -15,8 +15,8 @@ namespace pygen {
 // quantile, then the clamped pred and y).
 std::tuple<at::Tensor, at::Tensor> solver_update_impl(
     const at::Tensor& x, const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& uncond,
-    at::TensorList hist, const at::Tensor& coef, bool noise,
-    int64_t seed, int64_t offset, double threshold_ratio, double threshold_max,
+    at::TensorList hist, const at::Tensor& coef, bool noise, int64_t seed, int64_t offset,
+    double threshold_ratio, double threshold_max,
     const std::function<void(const SolverUpdateParams&)>& launch);
 
 }  // namespace pygen

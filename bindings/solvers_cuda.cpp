@@ -14,13 +14,15 @@ namespace pygen {
 
 namespace {
 
-std::tuple<at::Tensor, at::Tensor> solver_update_cuda_op(
-    const at::Tensor& x, const std::optional<at::Tensor>& out, const std::optional<at::Tensor>& uncond,
-    at::TensorList hist, const at::Tensor& coef, bool noise,
-    int64_t seed, int64_t offset, double threshold_ratio, double threshold_max) {
+std::tuple<at::Tensor, at::Tensor> solver_update_cuda_op(const at::Tensor& x,
+                                                         const std::optional<at::Tensor>& out,
+                                                         const std::optional<at::Tensor>& uncond,
+                                                         at::TensorList hist, const at::Tensor& coef,
+                                                         bool noise, int64_t seed, int64_t offset,
+                                                         double threshold_ratio, double threshold_max) {
   const c10::cuda::CUDAGuard guard(x.device());
-  return solver_update_impl(x, out, uncond, hist, coef, noise, seed, offset, threshold_ratio,
-                            threshold_max, [](const SolverUpdateParams& p) {
+  return solver_update_impl(x, out, uncond, hist, coef, noise, seed, offset, threshold_ratio, threshold_max,
+                            [](const SolverUpdateParams& p) {
                               C10_CUDA_CHECK(solver_update_cuda(p, c10::cuda::getCurrentCUDAStream()));
                             });
 }

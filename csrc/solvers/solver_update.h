@@ -16,8 +16,8 @@ namespace pygen {
 //   pred = cx x + co g              (the model output converted to the solver's
 //                                    parameterization: x0, eps, velocity ...)
 //   y    = a x + bp pred + sum_j bh_j hist_j + c noise
-// hist_j are any tensors of x's shape (earlier predictions or states); noise is the standard normal stream (seed, offset), value i
-// from Philox block offset + i / 4 (float64: i / 2), as pygen.ops.randn.
+// hist_j are any tensors of x's shape (earlier predictions or states); noise is the standard normal stream
+// (seed, offset), value i from Philox block offset + i / 4 (float64: i / 2), as pygen.ops.randn.
 enum SolverCoef : int { kCoefW, kCoefCx, kCoefCo, kCoefA, kCoefBp, kCoefC, kSolverCoefHistory };
 
 constexpr int kSolverMaxHistory = 8;

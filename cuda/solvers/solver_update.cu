@@ -70,7 +70,8 @@ __global__ void update_kernel(SolverUpdateParams p) {
       if (y_out) {
         C acc = C(cf[kCoefA]) * load(x[i]);
         if (out) acc += C(cf[kCoefBp]) * pred;
-        for (int h = 0; h < p.n_hist; ++h) acc += C(cf[kSolverCoefHistory + h]) * load(static_cast<const T*>(p.hist[h])[i]);
+        for (int h = 0; h < p.n_hist; ++h)
+          acc += C(cf[kSolverCoefHistory + h]) * load(static_cast<const T*>(p.hist[h])[i]);
         if (p.noise) acc += C(cf[kCoefC]) * noise[v];
         y_out[i] = store<T>(acc);
       }

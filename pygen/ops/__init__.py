@@ -5,4 +5,12 @@ from pygen.ops.random import philox4x32_10, philox_blocks, rand, randn
 from pygen.ops.sampling import sample_categorical
 from pygen.ops.solvers import solver_update
 
-__all__ = ["attention", "philox4x32_10", "philox_blocks", "rand", "randn", "sample_categorical", "solver_update"]
+__all__ = [
+    "attention",
+    "philox4x32_10",
+    "philox_blocks",
+    "rand",
+    "randn",
+    "sample_categorical",
+    "solver_update",
+]

@@ -173,8 +173,9 @@ def attention(
     return (p @ v).nan_to_num(0.0), lse
 
 
-def solver_update(x, coef, *, out=None, uncond=None, history=(), noise=None,
-                  threshold_ratio=0.0, threshold_max=1.0):
+def solver_update(
+    x, coef, *, out=None, uncond=None, history=(), noise=None, threshold_ratio=0.0, threshold_max=1.0
+):
     """``pygen.ops.solver_update`` in float64; ``noise`` is the normal tensor itself."""
     f64 = [t.double() if t is not None else None for t in (x, out, uncond, noise)]
     x, out, uncond, noise = f64

@@ -70,7 +70,12 @@ def build_plan(
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
     if grid is None:
         grid = time_grid(
-            schedule, steps, spacing or default_spacing(schedule), t_max=t_max, t_min=t_min, final_zero=final_zero
+            schedule,
+            steps,
+            spacing or default_spacing(schedule),
+            t_max=t_max,
+            t_min=t_min,
+            final_zero=final_zero,
         )
     return SOLVERS[solver](methods.Context(grid, schedule, prediction), **options)
 
@@ -127,12 +132,26 @@ def sample(
         the sample (x's shape and dtype), or a tuple with ``nfe`` and/or the trajectory.
     """
     plan = build_plan(
-        schedule, solver, steps, prediction, grid=grid, spacing=spacing, t_max=t_max, t_min=t_min,
-        final_zero=final_zero, **options,
+        schedule,
+        solver,
+        steps,
+        prediction,
+        grid=grid,
+        spacing=spacing,
+        t_max=t_max,
+        t_min=t_min,
+        final_zero=final_zero,
+        **options,
     )
     loop = SamplingLoop(
-        plan, x, guidance=guidance, seed=seed, generator=generator, threshold_ratio=threshold_ratio,
-        threshold_max=threshold_max, return_trajectory=return_trajectory,
+        plan,
+        x,
+        guidance=guidance,
+        seed=seed,
+        generator=generator,
+        threshold_ratio=threshold_ratio,
+        threshold_max=threshold_max,
+        return_trajectory=return_trajectory,
     )
     bar = None
     if progress:
@@ -145,11 +164,28 @@ def sample(
             bar.update()
     if bar is not None:
         bar.close()
-    result = (loop.x,) + ((loop.nfe,) if return_nfe else ()) + ((loop.trajectory,) if return_trajectory else ())
+    result = (
+        (loop.x,) + ((loop.nfe,) if return_nfe else ()) + ((loop.trajectory,) if return_trajectory else ())
+    )
     return result[0] if len(result) == 1 else result
 
 
 __all__ = [
-    "EDM", "SOLVERS", "VE", "Flow", "Grid", "SamplingLoop", "Schedule", "Step", "VPCosine", "VPDiscrete",
-    "VPLinear", "build_plan", "conversion", "default_spacing", "grid_from_sigmas", "sample", "time_grid",
+    "EDM",
+    "SOLVERS",
+    "VE",
+    "Flow",
+    "Grid",
+    "SamplingLoop",
+    "Schedule",
+    "Step",
+    "VPCosine",
+    "VPDiscrete",
+    "VPLinear",
+    "build_plan",
+    "conversion",
+    "default_spacing",
+    "grid_from_sigmas",
+    "sample",
+    "time_grid",
 ]

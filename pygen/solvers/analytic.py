@@ -51,7 +51,9 @@ class GaussianMixture:
         a, s = alpha.double().reshape(-1, 1, 1), sigma.double().reshape(-1, 1, 1)
         var = a**2 * self.variances.reshape(1, -1, 1) + s**2  # [B, K, 1]
         diff = x[:, None, :] - a * self.means[None]  # [B, K, D]
-        log_r = self.weights.log() - 0.5 * (diff**2).sum(-1) / var[..., 0] - 0.5 * self.dim * var[..., 0].log()
+        log_r = (
+            self.weights.log() - 0.5 * (diff**2).sum(-1) / var[..., 0] - 0.5 * self.dim * var[..., 0].log()
+        )
         r = torch.softmax(log_r, dim=1)[..., None]
         post = self.means[None] + a * self.variances.reshape(1, -1, 1) / var * diff
         return (r * post).sum(1)

@@ -150,13 +150,21 @@ def dpm_solver(ctx: Context, order: int = 2) -> list[Step]:
             # x_t = first - sigma_t/(2 r1) (e^h - 1) (eps_1 - eps_s)
             g = -s1 / (2 * r1) * torch.expm1(h)
             plan.append(
-                Step(t=t1, cx=cx1, co=co1, a=0.0, bp=g, operands=[(("state", "s"), first[0]), (_pred(e0), first[1] - g)])
+                Step(
+                    t=t1,
+                    cx=cx1,
+                    co=co1,
+                    a=0.0,
+                    bp=g,
+                    operands=[(("state", "s"), first[0]), (_pred(e0), first[1] - g)],
+                )
             )
             evals += 2
             continue
         r2 = 2 / 3
         t2, al2, si2 = point(i, r2, h)
-        # u2 = (a_s2/a_s) x - s_s2 (e^(r2 h) - 1) eps_s - s_s2 r2/r1 ((e^(r2 h) - 1)/(r2 h) - 1) (eps_1 - eps_s)
+        # u2 = (a_s2/a_s) x - s_s2 (e^(r2 h) - 1) eps_s
+        #      - s_s2 r2/r1 ((e^(r2 h) - 1)/(r2 h) - 1) (eps_1 - eps_s)
         g = -si2 * r2 / r1 * (torch.expm1(r2 * h) / (r2 * h) - 1)
         plan.append(
             Step(
@@ -172,7 +180,14 @@ def dpm_solver(ctx: Context, order: int = 2) -> list[Step]:
         # x_t = first - sigma_t / r2 ((e^h - 1)/h - 1) (eps_2 - eps_s)
         g = -s1 / r2 * (torch.expm1(h) / h - 1)
         plan.append(
-            Step(t=t2, cx=cx2, co=co2, a=0.0, bp=g, operands=[(("state", "s"), first[0]), (_pred(e0), first[1] - g)])
+            Step(
+                t=t2,
+                cx=cx2,
+                co=co2,
+                a=0.0,
+                bp=g,
+                operands=[(("state", "s"), first[0]), (_pred(e0), first[1] - g)],
+            )
         )
         evals += 3
     return plan
@@ -190,8 +205,10 @@ def heun(
     (noise added to raise sigma~ by ``gamma = min(s_churn / steps, sqrt 2 - 1)`` where
     ``s_tmin <= sigma~ <= s_tmax``); the step to sigma = 0 is Euler's."""
     if (ctx.a == 0).any():
-        raise ValueError("heun works on x / alpha and needs alpha > 0 on the grid (for flow schedules "
-                         "use t_max < 1, or the flow_heun solver)")
+        raise ValueError(
+            "heun works on x / alpha and needs alpha > 0 on the grid (for flow schedules "
+            "use t_max < 1, or the flow_heun solver)"
+        )
     plan = []
     st = ctx.s / ctx.a  # sigma~
     gamma_max = min(s_churn / ctx.n, math.sqrt(2) - 1)
@@ -212,7 +229,9 @@ def heun(
         a1, s1 = ctx.a[i + 1], st[i + 1]
         delta = s1 - hat
         # Euler: x~' = x~ + delta (x~ - x0) / sigma^
-        euler = Step(t=t_hat, cx=cx, co=co, a=a1 * (1 + delta / hat) / a_hat, bp=-a1 * delta / hat, save="hat")
+        euler = Step(
+            t=t_hat, cx=cx, co=co, a=a1 * (1 + delta / hat) / a_hat, bp=-a1 * delta / hat, save="hat"
+        )
         plan.append(euler)
         evals += 1
         if ctx.ends_at_zero(i):
@@ -226,7 +245,10 @@ def heun(
                 co=co1,
                 a=delta / (2 * s1),
                 bp=-a1 * delta / (2 * s1),
-                operands=[(("state", "hat"), a1 * (1 + delta / (2 * hat)) / a_hat), (_pred(evals - 1), -a1 * delta / (2 * hat))],
+                operands=[
+                    (("state", "hat"), a1 * (1 + delta / (2 * hat)) / a_hat),
+                    (_pred(evals - 1), -a1 * delta / (2 * hat)),
+                ],
             )
         )
         evals += 1
@@ -254,7 +276,14 @@ def flow(ctx: Context, method: str = "euler") -> list[Step]:
             plan.append(ctx.eval_step(i, "velocity", a=1.0, bp=h, save="s"))
             cx, co = ctx.convert(i + 1, "velocity")
             plan.append(
-                Step(t=ctx.t[i + 1], cx=cx, co=co, a=0.0, bp=h / 2, operands=[(("state", "s"), 1.0), (_pred(evals), h / 2)])
+                Step(
+                    t=ctx.t[i + 1],
+                    cx=cx,
+                    co=co,
+                    a=0.0,
+                    bp=h / 2,
+                    operands=[(("state", "s"), 1.0), (_pred(evals), h / 2)],
+                )
             )
             evals += 2
     return plan

@@ -27,7 +27,9 @@ def conversion(prediction: str, target: str, alpha, sigma, dalpha=None, dsigma=N
     if target not in ("x0", "eps", "velocity"):
         raise ValueError(f"target must be 'x0', 'eps' or 'velocity', got {target!r}")
     if target == "velocity":  # alpha' x0 + sigma' eps
-        (x0x, x0o), (ex, eo) = (conversion(prediction, t, alpha, sigma, dalpha, dsigma) for t in ("x0", "eps"))
+        (x0x, x0o), (ex, eo) = (
+            conversion(prediction, t, alpha, sigma, dalpha, dsigma) for t in ("x0", "eps")
+        )
         if prediction == "flow":
             return torch.zeros_like(alpha), torch.ones_like(alpha)
         return dalpha * x0x + dsigma * ex, dalpha * x0o + dsigma * eo

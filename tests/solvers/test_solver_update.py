@@ -23,14 +23,18 @@ def _inputs(shape, n_hist, dtype, device, generator):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("n_hist,guided,noise", [(0, False, False), (1, True, False), (2, False, True), (3, True, True)])
+@pytest.mark.parametrize(
+    "n_hist,guided,noise", [(0, False, False), (1, True, False), (2, False, True), (3, True, True)]
+)
 def test_matches_reference(device, dtype, shape, n_hist, guided, noise):
     g = torch.Generator().manual_seed(hash((shape, n_hist)) % 1000)
     x, out, uncond, hist, coef = _inputs(shape, n_hist, dtype, device, g)
     y, pred = pygen.ops.solver_update(
         x, coef, out=out, uncond=uncond if guided else None, history=hist, noise=noise, seed=7, offset=3
     )
-    z = pygen.ops.randn(shape, seed=7, offset=3, dtype=torch.float64 if dtype == torch.float64 else torch.float32)
+    z = pygen.ops.randn(
+        shape, seed=7, offset=3, dtype=torch.float64 if dtype == torch.float64 else torch.float32
+    )
     args = dict(out=out, uncond=uncond if guided else None, history=hist, noise=z if noise else None)
     y64, p64 = reference.solver_update(x.cpu(), coef.cpu(), **{k: v for k, v in args.items()})
     assert y.dtype == dtype and y.shape == x.shape and pred.shape == x.shape
@@ -73,7 +77,12 @@ def test_thresholding(device):
     out = out * 3
     y, pred = pygen.ops.solver_update(x, coef, out=out, history=hist, threshold_ratio=0.9, threshold_max=2.5)
     y64, p64 = reference.solver_update(
-        x.cpu(), coef.cpu(), out=out.cpu(), history=[h.cpu() for h in hist], threshold_ratio=0.9, threshold_max=2.5
+        x.cpu(),
+        coef.cpu(),
+        out=out.cpu(),
+        history=[h.cpu() for h in hist],
+        threshold_ratio=0.9,
+        threshold_max=2.5,
     )
     torch.testing.assert_close(pred.cpu(), p64, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(y.cpu(), y64, rtol=1e-12, atol=1e-12)

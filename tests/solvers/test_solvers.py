@@ -34,7 +34,10 @@ def _window(schedule):
 
 def _observed_order(schedule, prediction, solver, **kw):
     x, model, common, ref = _reference(schedule, prediction)
-    errs = [(S.sample(model, x, solver=solver, steps=n, **common, **kw) - ref).abs().max().item() for n in (20, 40, 80)]
+    errs = [
+        (S.sample(model, x, solver=solver, steps=n, **common, **kw) - ref).abs().max().item()
+        for n in (20, 40, 80)
+    ]
     return math.log2(errs[1] / errs[2])
 
 
@@ -63,7 +66,10 @@ def test_convergence_order(schedule, prediction, solver, order):
 def test_first_order_solvers_agree():
     sched = S.VPLinear()
     x, model = _start(sched), GM.model(sched, "eps")
-    outs = [S.sample(model, x, schedule=sched, solver=s, steps=7) for s in ("euler", "ddim", "dpm_solver_1", "dpmpp_1")]
+    outs = [
+        S.sample(model, x, schedule=sched, solver=s, steps=7)
+        for s in ("euler", "ddim", "dpm_solver_1", "dpmpp_1")
+    ]
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], rtol=1e-12, atol=1e-12)
 
@@ -72,7 +78,10 @@ def test_first_order_solvers_agree():
 def test_prediction_types_agree(solver):
     sched = S.VPCosine()
     x = _start(sched)
-    outs = [S.sample(GM.model(sched, p), x, schedule=sched, solver=solver, steps=8, prediction=p) for p in S.PREDICTIONS]
+    outs = [
+        S.sample(GM.model(sched, p), x, schedule=sched, solver=solver, steps=8, prediction=p)
+        for p in S.PREDICTIONS
+    ]
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], rtol=1e-9, atol=1e-9)
 
@@ -96,7 +105,9 @@ def test_per_sample_times_match_separate_runs():
     model = GM.model(sched, "x0")
     together = S.sample(model, x, schedule=sched, solver="dpmpp_2m", steps=6, t_max=t_max)
     for b in range(3):
-        alone = S.sample(model, x[b : b + 1], schedule=sched, solver="dpmpp_2m", steps=6, t_max=float(t_max[b]))
+        alone = S.sample(
+            model, x[b : b + 1], schedule=sched, solver="dpmpp_2m", steps=6, t_max=float(t_max[b])
+        )
         torch.testing.assert_close(together[b : b + 1], alone, rtol=1e-12, atol=1e-12)
 
 
@@ -112,7 +123,9 @@ def test_guidance_is_fused_combination():
         S.sample(cond, x, schedule=sched, steps=6, guidance=w)
 
 
-@pytest.mark.parametrize("solver,options", [("dpmpp_2m_sde", {}), ("ddim", dict(eta=1.0)), ("heun", dict(s_churn=10.0))])
+@pytest.mark.parametrize(
+    "solver,options", [("dpmpp_2m_sde", {}), ("ddim", dict(eta=1.0)), ("heun", dict(s_churn=10.0))]
+)
 def test_stochastic_solvers_are_seeded(solver, options):
     sched = S.VPLinear()
     x, model = _start(sched), GM.model(sched, "eps")
@@ -138,7 +151,9 @@ def test_step_level_loop_matches_sample():
     loop = S.SamplingLoop(plan, x)
     while not loop.done:
         loop.step(model(loop.x, loop.t))
-    y, nfe, traj = S.sample(model, x, schedule=sched, solver="dpm_solver_3", steps=5, return_nfe=True, return_trajectory=True)
+    y, nfe, traj = S.sample(
+        model, x, schedule=sched, solver="dpm_solver_3", steps=5, return_nfe=True, return_trajectory=True
+    )
     assert torch.equal(loop.x, y) and loop.nfe == nfe == 13  # 4 intervals of 3 calls, then one to zero
     assert len(traj) == len(plan) + 1
     with pytest.raises(RuntimeError, match="done"):
