@@ -11,6 +11,7 @@ variable: continuous t, a training step index for :class:`VPDiscrete`, sigma for
 from collections.abc import Callable
 from functools import partial
 
+import numpy as np
 import torch
 
 from pygen.solvers import methods
@@ -68,16 +69,13 @@ def build_plan(
         raise ValueError(f"solver must be one of {sorted(SOLVERS)}, got {solver!r}")
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-    if grid is None:
-        grid = time_grid(
-            schedule,
-            steps,
-            spacing or default_spacing(schedule),
-            t_max=t_max,
-            t_min=t_min,
-            final_zero=final_zero,
-        )
-    return SOLVERS[solver](methods.Context(grid, schedule, prediction), **options)
+    # Coefficients of steps that are not taken (orders above the one used, steps to
+    # sigma = 0) may be inf or nan; SamplingLoop rejects non-finite ones that are used.
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if grid is None:
+            spacing = spacing or default_spacing(schedule)
+            grid = time_grid(schedule, steps, spacing, t_max=t_max, t_min=t_min, final_zero=final_zero)
+        return SOLVERS[solver](methods.Context(grid, schedule, prediction), **options)
 
 
 def sample(

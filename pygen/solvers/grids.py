@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-import torch
+import numpy as np
 
 from pygen.solvers.schedules import Schedule
 
@@ -15,23 +15,24 @@ class Grid:
     shares the grid): model times ``t`` and the schedule's ``alpha``, ``sigma`` there.
     A last point with ``sigma = 0`` has ``alpha = 1`` and ``t = 0``."""
 
-    t: torch.Tensor
-    alpha: torch.Tensor
-    sigma: torch.Tensor
+    t: np.ndarray
+    alpha: np.ndarray
+    sigma: np.ndarray
 
     @property
     def steps(self) -> int:
         return self.t.shape[0] - 1
 
     @property
-    def lam(self) -> torch.Tensor:
+    def lam(self) -> np.ndarray:
         """``log(alpha / sigma)``; ``+inf`` at ``sigma = 0``."""
-        return torch.log(self.alpha) - torch.log(self.sigma)
+        with np.errstate(divide="ignore"):
+            return np.log(self.alpha) - np.log(self.sigma)
 
 
-def _endpoint(value, default, name) -> torch.Tensor:
-    v = torch.as_tensor(default if value is None else value, dtype=torch.float64)
-    if v.dim() > 1 or not torch.isfinite(v).all():
+def _endpoint(value, default, name) -> np.ndarray:
+    v = np.asarray(default if value is None else value, dtype=np.float64)
+    if v.ndim > 1 or not np.isfinite(v).all():
         raise ValueError(f"{name} must be a finite float or a 1-D per-sample tensor")
     return v.reshape(1, -1)
 
@@ -41,8 +42,8 @@ def time_grid(
     steps: int,
     spacing: str = "logsnr",
     *,
-    t_max: float | torch.Tensor | None = None,
-    t_min: float | torch.Tensor | None = None,
+    t_max=None,
+    t_min=None,
     rho: float = 7.0,
     final_zero: bool = True,
 ) -> Grid:
@@ -70,11 +71,11 @@ def time_grid(
     if not (hi > lo).all():
         raise ValueError("t_max must be greater than t_min")
     n = steps if final_zero else steps + 1
-    u = torch.linspace(0, 1, n, dtype=torch.float64).reshape(-1, 1)
+    u = np.linspace(0, 1, n).reshape(-1, 1)
     if spacing == "time":
         t = hi + u * (lo - hi)
     elif spacing == "quadratic":
-        t = (hi.sqrt() + u * (lo.sqrt() - hi.sqrt())) ** 2
+        t = (np.sqrt(hi) + u * (np.sqrt(lo) - np.sqrt(hi))) ** 2
     elif spacing == "logsnr":
         l0, l1 = schedule.lam(hi), schedule.lam(lo)
         t = schedule.t_of_lambda(l0 + u * (l1 - l0))
@@ -83,21 +84,22 @@ def time_grid(
         a_lo, s_lo = schedule.alpha_sigma(lo)
         r0, r1 = (s_hi / a_hi) ** (1 / rho), (s_lo / a_lo) ** (1 / rho)
         t = schedule.t_of_sigma_tilde((r0 + u * (r1 - r0)) ** rho)
+    t = np.broadcast_to(t, (n, max(hi.shape[1], lo.shape[1]))).copy()
     t[0], t[-1] = hi[0], lo[0]  # exact endpoints, whatever the inverse's rounding
     alpha, sigma = schedule.alpha_sigma(t)
     if final_zero:
-        zero = torch.zeros_like(t[:1])
-        t, alpha, sigma = torch.cat([t, zero]), torch.cat([alpha, zero + 1]), torch.cat([sigma, zero])
+        zero = np.zeros_like(t[:1])
+        t, alpha, sigma = (np.concatenate([v, zero + z]) for v, z in ((t, 0), (alpha, 1), (sigma, 0)))
     return Grid(t, alpha, sigma)
 
 
 def grid_from_sigmas(schedule: Schedule, sigmas) -> Grid:
     """A grid through given Karras sigmas (``sigma / alpha``, decreasing, a last 0 means
     the zero point), as k-diffusion and diffusers' Euler-type schedulers take them."""
-    s = torch.as_tensor(sigmas, dtype=torch.float64).reshape(len(sigmas), -1)
+    s = np.asarray(sigmas, dtype=np.float64).reshape(len(sigmas), -1)
     if not (s[:-1] > s[1:]).all() or (s < 0).any():
         raise ValueError("sigmas must be non-negative and strictly decreasing")
-    t = schedule.t_of_sigma_tilde(s.clamp(min=1e-300))
+    t = schedule.t_of_sigma_tilde(np.maximum(s, 1e-300))
     alpha, sigma = schedule.alpha_sigma(t)
     zero = s == 0
-    return Grid(torch.where(zero, 0.0, t), torch.where(zero, 1.0, alpha), torch.where(zero, 0.0, sigma))
+    return Grid(np.where(zero, 0.0, t), np.where(zero, 1.0, alpha), np.where(zero, 0.0, sigma))

@@ -9,7 +9,7 @@ the trajectories agree.
 
 import math
 
-import torch
+import numpy as np
 
 from pygen.solvers.grids import Grid
 from pygen.solvers.plan import Step
@@ -55,8 +55,8 @@ def ddim(ctx: Context, eta: float = 0.0) -> list[Step]:
     for i in range(ctx.n):
         a0, s0, a1, s1 = ctx.a[i], ctx.s[i], ctx.a[i + 1], ctx.s[i + 1]
         h = ctx.lam[i + 1] - ctx.lam[i]
-        sig = eta * s1 * torch.sqrt(-torch.expm1(-2 * h))
-        ce = torch.sqrt((s1**2 - sig**2).clamp(min=0))
+        sig = eta * s1 * np.sqrt(-np.expm1(-2 * h))
+        ce = np.sqrt(np.maximum(s1**2 - sig**2, 0))
         plan.append(ctx.eval_step(i, "x0", a=ce / s0, bp=a1 - a0 * ce / s0, c=sig if eta else 0.0))
     return plan
 
@@ -83,17 +83,17 @@ def dpmpp(
         a1, s0, s1 = ctx.a[i + 1], ctx.s[i], ctx.s[i + 1]
         h = lam[i + 1] - lam[i]
         if sde:
-            ax = s1 / s0 * torch.exp(-h)
-            phi1 = -a1 * torch.expm1(-2 * h)
-            phi2 = a1 * (torch.expm1(-2 * h) / (2 * h) + 1)
-            phi3 = a1 * ((-torch.expm1(-2 * h) - 2 * h) / (2 * h) ** 2 - 0.5)
+            ax = s1 / s0 * np.exp(-h)
+            phi1 = -a1 * np.expm1(-2 * h)
+            phi2 = a1 * (np.expm1(-2 * h) / (2 * h) + 1)
+            phi3 = a1 * ((-np.expm1(-2 * h) - 2 * h) / (2 * h) ** 2 - 0.5)
             mid = 0.5 * phi1
-            c = s1 * torch.sqrt(-torch.expm1(-2 * h))
+            c = s1 * np.sqrt(-np.expm1(-2 * h))
         else:
             ax = s1 / s0
-            phi1 = -a1 * torch.expm1(-h)
-            phi2 = a1 * (torch.expm1(-h) / h + 1)
-            phi3 = -a1 * ((torch.expm1(-h) + h) / h**2 - 0.5)
+            phi1 = -a1 * np.expm1(-h)
+            phi2 = a1 * (np.expm1(-h) / h + 1)
+            phi3 = -a1 * ((np.expm1(-h) + h) / h**2 - 0.5)
             mid = 0.5 * phi1
             c = 0.0
         # m0 (this step's x0), m1 and m2 (the two before): the D's of the paper expanded.
@@ -132,7 +132,7 @@ def dpm_solver(ctx: Context, order: int = 2) -> list[Step]:
         h = ctx.lam[i + 1] - ctx.lam[i]
         k = 1 if ctx.ends_at_zero(i) else order
         e0 = evals
-        first = [a1 / a0, -s1 * torch.expm1(h)]  # x_t = a x - sigma_t (e^h - 1) eps_s
+        first = [a1 / a0, -s1 * np.expm1(h)]  # x_t = a x - sigma_t (e^h - 1) eps_s
         if k == 1 and ctx.ends_at_zero(i):  # e^h = inf: the same step in data prediction
             plan.append(ctx.eval_step(i, "x0", a=0.0, bp=a1))
             evals += 1
@@ -144,11 +144,11 @@ def dpm_solver(ctx: Context, order: int = 2) -> list[Step]:
         r1 = 0.5 if k == 2 else 1 / 3
         t1, al1, si1 = point(i, r1, h)
         # u1 = (alpha_s1/alpha_s) x - sigma_s1 (e^(r1 h) - 1) eps_s
-        plan.append(ctx.eval_step(i, "eps", a=al1 / a0, bp=-si1 * torch.expm1(r1 * h), save="s"))
+        plan.append(ctx.eval_step(i, "eps", a=al1 / a0, bp=-si1 * np.expm1(r1 * h), save="s"))
         cx1, co1 = ctx.convert(None, "eps", t1)
         if k == 2:
             # x_t = first - sigma_t/(2 r1) (e^h - 1) (eps_1 - eps_s)
-            g = -s1 / (2 * r1) * torch.expm1(h)
+            g = -s1 / (2 * r1) * np.expm1(h)
             plan.append(
                 Step(
                     t=t1,
@@ -165,7 +165,7 @@ def dpm_solver(ctx: Context, order: int = 2) -> list[Step]:
         t2, al2, si2 = point(i, r2, h)
         # u2 = (a_s2/a_s) x - s_s2 (e^(r2 h) - 1) eps_s
         #      - s_s2 r2/r1 ((e^(r2 h) - 1)/(r2 h) - 1) (eps_1 - eps_s)
-        g = -si2 * r2 / r1 * (torch.expm1(r2 * h) / (r2 * h) - 1)
+        g = -si2 * r2 / r1 * (np.expm1(r2 * h) / (r2 * h) - 1)
         plan.append(
             Step(
                 t=t1,
@@ -173,12 +173,12 @@ def dpm_solver(ctx: Context, order: int = 2) -> list[Step]:
                 co=co1,
                 a=0.0,
                 bp=g,
-                operands=[(("state", "s"), al2 / a0), (_pred(e0), -si2 * torch.expm1(r2 * h) - g)],
+                operands=[(("state", "s"), al2 / a0), (_pred(e0), -si2 * np.expm1(r2 * h) - g)],
             )
         )
         cx2, co2 = ctx.convert(None, "eps", t2)
         # x_t = first - sigma_t / r2 ((e^h - 1)/h - 1) (eps_2 - eps_s)
-        g = -s1 / r2 * (torch.expm1(h) / h - 1)
+        g = -s1 / r2 * (np.expm1(h) / h - 1)
         plan.append(
             Step(
                 t=t2,
@@ -215,12 +215,12 @@ def heun(
     evals = 0
     for i in range(ctx.n):
         sig, a0 = st[i], ctx.a[i]
-        gamma = torch.where((sig >= s_tmin) & (sig <= s_tmax), gamma_max, 0.0)
-        if s_churn > 0 and bool((gamma > 0).any()):
+        gamma = np.where((sig >= s_tmin) & (sig <= s_tmax), gamma_max, 0.0)
+        if s_churn > 0 and (gamma > 0).any():
             hat = sig * (1 + gamma)
             t_hat = ctx.schedule.t_of_sigma_tilde(hat)
             a_hat, _ = ctx.schedule.alpha_sigma(t_hat)
-            noise = a_hat * torch.sqrt(hat**2 - sig**2) * s_noise
+            noise = a_hat * np.sqrt(hat**2 - sig**2) * s_noise
             plan.append(Step(a=a_hat / a0, c=noise))
             cx, co = ctx.convert(None, "x0", t_hat)
         else:

@@ -10,6 +10,7 @@ earlier predictions (multistep solvers) or saved states (Runge-Kutta stages).
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from pygen.ops.random import philox_blocks, resolve_seed
@@ -18,20 +19,20 @@ from pygen.ops.solvers import solver_update
 
 @dataclass
 class Step:
-    """One fused update. Coefficients are float64 tensors broadcastable to ``[B]``."""
+    """One fused update. Coefficients are floats or float64 arrays of 1 or ``B`` values."""
 
-    a: torch.Tensor | float
-    t: torch.Tensor | None = None  # model time; None: no model call (pred unused)
-    cx: torch.Tensor | float = 0.0
-    co: torch.Tensor | float = 0.0
-    bp: torch.Tensor | float = 0.0
-    c: torch.Tensor | float = 0.0  # noise scale; noise is drawn only when set
-    operands: list[tuple[tuple[str, object], torch.Tensor | float]] = field(default_factory=list)
+    a: np.ndarray | float
+    t: np.ndarray | None = None  # model time; None: no model call (pred unused)
+    cx: np.ndarray | float = 0.0
+    co: np.ndarray | float = 0.0
+    bp: np.ndarray | float = 0.0
+    c: np.ndarray | float = 0.0  # noise scale; noise is drawn unless it is 0
+    operands: list[tuple[tuple[str, object], np.ndarray | float]] = field(default_factory=list)
     save: str | None = None  # keep the state before this step under this name
 
     @property
     def noisy(self) -> bool:
-        return isinstance(self.c, torch.Tensor) or self.c != 0
+        return bool(np.any(np.asarray(self.c) != 0))
 
 
 class SamplingLoop:
@@ -60,24 +61,30 @@ class SamplingLoop:
             raise ValueError("x must be a tensor of shape [B, ...]")
         batch, device = x.shape[0], x.device
         self.guided = guidance is not None
-        w = torch.as_tensor(0.0 if guidance is None else guidance, dtype=torch.float64)
+        w = np.asarray(0.0 if guidance is None else torch.as_tensor(guidance).cpu(), dtype=np.float64)
         self._seed = resolve_seed(seed, generator) if any(s.noisy for s in plan) else 0
         self._offset = offset
         self._blocks = philox_blocks(x.numel(), torch.float64 if x.dtype == torch.float64 else torch.float32)
         self._threshold = (float(threshold_ratio), float(threshold_max))
 
-        def column(v) -> torch.Tensor:
-            v = torch.as_tensor(v, dtype=torch.float64).reshape(-1)
-            if v.numel() not in (1, batch):
-                raise ValueError(f"per-sample values must have {batch} entries, got {v.numel()}")
-            return v.expand(batch)
+        def table_of(values) -> np.ndarray:
+            table = np.empty((batch, len(values)))
+            for j, v in enumerate(values):
+                v = np.asarray(v, dtype=np.float64).reshape(-1)
+                if v.size not in (1, batch):
+                    raise ValueError(f"per-sample values must have {batch} entries, got {v.size}")
+                table[:, j] = v
+            return table
 
         # Everything the loop needs, on the device, before the loop.
         self._tables, self._times, self._last_use = [], [], {}
         for i, s in enumerate(plan):
-            cols = [w, s.cx, s.co, s.a, s.bp, s.c] + [coef for _, coef in s.operands]
-            self._tables.append(torch.stack([column(v) for v in cols], 1).to(device))
-            self._times.append(None if s.t is None else column(s.t).to(device, x.dtype))
+            table = table_of([w, s.cx, s.co, s.a, s.bp, s.c] + [coef for _, coef in s.operands])
+            if not np.isfinite(table).all():
+                raise ValueError(f"step {i} of the plan has a non-finite coefficient (a grid point repeated, "
+                                 "or a step the solver cannot take, such as eps at sigma = 0)")
+            self._tables.append(torch.from_numpy(table).to(device))
+            self._times.append(None if s.t is None else torch.from_numpy(table_of([s.t])[:, 0]).to(device, x.dtype))
             for ref, _ in s.operands:
                 self._last_use[ref] = i
         self.plan, self.x, self.nfe, self._i = plan, x, 0, 0

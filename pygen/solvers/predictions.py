@@ -5,7 +5,7 @@ solver converts the model output to the quantity it integrates (``x0`` or ``eps`
 two per-sample coefficients, inside the fused update.
 """
 
-import torch
+import numpy as np
 
 PREDICTIONS = ("eps", "x0", "v", "flow")
 
@@ -20,7 +20,7 @@ def conversion(prediction: str, target: str, alpha, sigma, dalpha=None, dsigma=N
             ``dsigma``).
         target: ``"x0"``, ``"eps"`` or ``"velocity"`` (``dx/dt``, which needs
             ``dalpha``, ``dsigma``).
-        alpha, sigma (and dalpha, dsigma): float64 tensors at the evaluation point.
+        alpha, sigma (and dalpha, dsigma): float64 arrays at the evaluation point.
     """
     if prediction not in PREDICTIONS:
         raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -31,9 +31,9 @@ def conversion(prediction: str, target: str, alpha, sigma, dalpha=None, dsigma=N
             conversion(prediction, t, alpha, sigma, dalpha, dsigma) for t in ("x0", "eps")
         )
         if prediction == "flow":
-            return torch.zeros_like(alpha), torch.ones_like(alpha)
+            return np.zeros_like(alpha), np.ones_like(alpha)
         return dalpha * x0x + dsigma * ex, dalpha * x0o + dsigma * eo
-    zero = torch.zeros_like(alpha)
+    zero = np.zeros_like(alpha)
     if prediction == "eps":
         x0 = (1 / alpha, -sigma / alpha)
         eps = (zero, zero + 1)

@@ -1,4 +1,4 @@
-"""Noise schedules ``x_t = alpha_t x_0 + sigma_t eps``, in float64 on the host.
+"""Noise schedules ``x_t = alpha_t x_0 + sigma_t eps``, in float64 NumPy on the host.
 
 Every schedule gives ``alpha(t)``, ``sigma(t)``, their time derivatives (for velocity
 predictions), ``lambda(t) = log(alpha_t / sigma_t)`` and its inverse, so grids uniform in
@@ -9,13 +9,11 @@ sampling, from ``t_max`` (noise) to ``t_min``; grids may end with a last point a
 
 import math
 
-import torch
-
-_f64 = torch.float64
+import numpy as np
 
 
-def _t(t) -> torch.Tensor:
-    return torch.as_tensor(t, dtype=_f64)
+def _t(t) -> np.ndarray:
+    return np.asarray(t, dtype=np.float64)
 
 
 class Schedule:
@@ -24,25 +22,25 @@ class Schedule:
     t_max: float
     t_min: float
 
-    def alpha_sigma(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+    def alpha_sigma(self, t) -> tuple[np.ndarray, np.ndarray]:
         """``(alpha_t, sigma_t)`` as float64 tensors of t's shape."""
         raise NotImplementedError
 
-    def derivatives(self, t) -> tuple[torch.Tensor, torch.Tensor]:
+    def derivatives(self, t) -> tuple[np.ndarray, np.ndarray]:
         """``(d alpha / dt, d sigma / dt)`` as float64 tensors."""
         raise NotImplementedError
 
-    def t_of_lambda(self, lam) -> torch.Tensor:
+    def t_of_lambda(self, lam) -> np.ndarray:
         """The time whose ``lambda = log(alpha / sigma)`` is ``lam`` (float64)."""
         raise NotImplementedError
 
-    def lam(self, t) -> torch.Tensor:
+    def lam(self, t) -> np.ndarray:
         alpha, sigma = self.alpha_sigma(t)
-        return torch.log(alpha) - torch.log(sigma)
+        return np.log(alpha) - np.log(sigma)
 
-    def t_of_sigma_tilde(self, s) -> torch.Tensor:
+    def t_of_sigma_tilde(self, s) -> np.ndarray:
         """The time whose ``sigma / alpha`` (Karras' sigma) is ``s``."""
-        return self.t_of_lambda(-torch.log(_t(s)))
+        return self.t_of_lambda(-np.log(_t(s)))
 
 
 class VPLinear(Schedule):
@@ -59,7 +57,7 @@ class VPLinear(Schedule):
 
     def alpha_sigma(self, t):
         la = self._log_alpha(t)
-        return torch.exp(la), torch.sqrt(-torch.expm1(2 * la))
+        return np.exp(la), np.sqrt(-np.expm1(2 * la))
 
     def derivatives(self, t):
         t = _t(t)
@@ -68,9 +66,9 @@ class VPLinear(Schedule):
         return da, -alpha * da / sigma
 
     def t_of_lambda(self, lam):
-        log_term = torch.logaddexp(-2.0 * _t(lam), torch.zeros((), dtype=_f64))  # log(1 + e^-2l)
+        log_term = np.logaddexp(-2.0 * _t(lam), 0.0)  # log(1 + e^-2l)
         delta = self.b1 - self.b0
-        return 2.0 * log_term / (torch.sqrt(self.b0**2 + 2.0 * delta * log_term) + self.b0)
+        return 2.0 * log_term / (np.sqrt(self.b0**2 + 2.0 * delta * log_term) + self.b0)
 
 
 class VPCosine(Schedule):
@@ -85,17 +83,17 @@ class VPCosine(Schedule):
         return (_t(t) + self.s) / (1 + self.s) * math.pi / 2
 
     def alpha_sigma(self, t):
-        la = torch.log(torch.cos(self._angle(t))) - self._log_alpha_0
-        return torch.exp(la), torch.sqrt(-torch.expm1(2 * la))
+        la = np.log(np.cos(self._angle(t))) - self._log_alpha_0
+        return np.exp(la), np.sqrt(-np.expm1(2 * la))
 
     def derivatives(self, t):
         alpha, sigma = self.alpha_sigma(t)
-        da = -alpha * torch.tan(self._angle(t)) * math.pi / (2 * (1 + self.s))
+        da = -alpha * np.tan(self._angle(t)) * math.pi / (2 * (1 + self.s))
         return da, -alpha * da / sigma
 
     def t_of_lambda(self, lam):
-        log_alpha = -0.5 * torch.logaddexp(torch.zeros((), dtype=_f64), -2.0 * _t(lam))
-        return 2 * (1 + self.s) / math.pi * torch.acos(torch.exp(log_alpha + self._log_alpha_0)) - self.s
+        log_alpha = -0.5 * np.logaddexp(0.0, -2.0 * _t(lam))
+        return 2 * (1 + self.s) / math.pi * np.arccos(np.exp(log_alpha + self._log_alpha_0)) - self.s
 
 
 class VPDiscrete(Schedule):
@@ -108,43 +106,43 @@ class VPDiscrete(Schedule):
 
     def __init__(self, betas):
         betas = _t(betas)
-        if betas.dim() != 1 or len(betas) < 2 or not ((betas > 0) & (betas < 1)).all():
+        if betas.ndim != 1 or len(betas) < 2 or not ((betas > 0) & (betas < 1)).all():
             raise ValueError("betas must be a 1-D table of at least 2 values in (0, 1)")
-        self.log_alpha = 0.5 * torch.cumsum(torch.log1p(-betas), 0)
+        self.log_alpha = 0.5 * np.cumsum(np.log1p(-betas))
         self.t_max, self.t_min = float(len(betas) - 1), 0.0
 
     @classmethod
     def linear(cls, beta_start=1e-4, beta_end=0.02, steps=1000):
-        return cls(torch.linspace(beta_start, beta_end, steps, dtype=_f64))
+        return cls(np.linspace(beta_start, beta_end, steps))
 
     @classmethod
     def scaled_linear(cls, beta_start=0.00085, beta_end=0.012, steps=1000):
         """Stable Diffusion's betas."""
-        return cls(torch.linspace(beta_start**0.5, beta_end**0.5, steps, dtype=_f64) ** 2)
+        return cls(np.linspace(beta_start**0.5, beta_end**0.5, steps) ** 2)
 
     def _interp(self, t, table):
-        t = _t(t).clamp(0, self.t_max)
-        i = t.floor().long().clamp(max=len(table) - 2)
+        t = np.clip(_t(t), 0, self.t_max)
+        i = np.minimum(np.floor(t).astype(np.int64), len(table) - 2)
         w = t - i
         return table[i] * (1 - w) + table[i + 1] * w
 
     def alpha_sigma(self, t):
         la = self._interp(t, self.log_alpha)
-        return torch.exp(la), torch.sqrt(-torch.expm1(2 * la))
+        return np.exp(la), np.sqrt(-np.expm1(2 * la))
 
     def derivatives(self, t):
         t = _t(t)
         alpha, sigma = self.alpha_sigma(t)
-        i = t.clamp(0, self.t_max).floor().long().clamp(max=len(self.log_alpha) - 2)
+        i = np.minimum(np.floor(np.clip(t, 0, self.t_max)).astype(np.int64), len(self.log_alpha) - 2)
         da = alpha * (self.log_alpha[i + 1] - self.log_alpha[i])
         return da, -alpha * da / sigma
 
     def t_of_lambda(self, lam):
         # VP: alpha^2 = 1 / (1 + e^(-2 lambda)); log alpha is linear between steps.
-        target = -0.5 * torch.logaddexp(torch.zeros((), dtype=_f64), -2.0 * _t(lam))
+        target = -0.5 * np.logaddexp(0.0, -2.0 * _t(lam))
         rising = -self.log_alpha  # increasing in the step index
-        x = (-target).clamp(rising[0], rising[-1]).contiguous()
-        i = (torch.searchsorted(rising, x) - 1).clamp(0, len(rising) - 2)
+        x = np.clip(-target, rising[0], rising[-1])
+        i = np.clip(np.searchsorted(rising, x) - 1, 0, len(rising) - 2)
         return i + (x - rising[i]) / (rising[i + 1] - rising[i])
 
 
@@ -157,11 +155,11 @@ class VE(Schedule):
 
     def alpha_sigma(self, t):
         t = _t(t)
-        return torch.ones_like(t), self.s0 * (self.s1 / self.s0) ** t
+        return np.ones_like(t), self.s0 * (self.s1 / self.s0) ** t
 
     def derivatives(self, t):
         _, sigma = self.alpha_sigma(t)
-        return torch.zeros_like(sigma), sigma * math.log(self.s1 / self.s0)
+        return np.zeros_like(sigma), sigma * math.log(self.s1 / self.s0)
 
     def t_of_lambda(self, lam):
         return (-_t(lam) - math.log(self.s0)) / math.log(self.s1 / self.s0)
@@ -175,14 +173,14 @@ class EDM(Schedule):
 
     def alpha_sigma(self, t):
         t = _t(t)
-        return torch.ones_like(t), t.clone()
+        return np.ones_like(t), t.copy()
 
     def derivatives(self, t):
         t = _t(t)
-        return torch.zeros_like(t), torch.ones_like(t)
+        return np.zeros_like(t), np.ones_like(t)
 
     def t_of_lambda(self, lam):
-        return torch.exp(-_t(lam))
+        return np.exp(-_t(lam))
 
 
 class Flow(Schedule):
@@ -194,11 +192,11 @@ class Flow(Schedule):
 
     def alpha_sigma(self, t):
         t = _t(t)
-        return 1.0 - t, t.clone()
+        return 1.0 - t, t.copy()
 
     def derivatives(self, t):
         t = _t(t)
-        return -torch.ones_like(t), torch.ones_like(t)
+        return -np.ones_like(t), np.ones_like(t)
 
     def t_of_lambda(self, lam):
-        return torch.sigmoid(-_t(lam))
+        return 1.0 / (1.0 + np.exp(_t(lam)))
