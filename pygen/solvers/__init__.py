@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from pygen.solvers import methods
+from pygen.solvers.diffusers_compat import DiffusersSampler, from_diffusers_config
 from pygen.solvers.grids import Grid, grid_from_sigmas, time_grid
 from pygen.solvers.plan import SamplingLoop, Step
 from pygen.solvers.predictions import PREDICTIONS, conversion
@@ -170,6 +171,8 @@ def sample(
 
 __all__ = [
     "EDM",
+    "DiffusersSampler",
+    "from_diffusers_config",
     "SOLVERS",
     "VE",
     "Flow",

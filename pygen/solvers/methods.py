@@ -48,13 +48,18 @@ def _pred(k: int):
     return ("pred", k)
 
 
-def ddim(ctx: Context, eta: float = 0.0) -> list[Step]:
+def ddim(ctx: Context, eta: float = 0.0, ends=None) -> list[Step]:
     """DDIM (Song et al. 2021) with stochasticity ``eta``; with eta = 0 it is also
-    Euler's method on ``dx~/dsigma~`` (k-diffusion's and diffusers' Euler)."""
+    Euler's method on ``dx~/dsigma~`` (k-diffusion's and diffusers' Euler).
+
+    ``ends``: ``(alpha, sigma)`` arrays ``[steps, B]`` where each step lands, when that
+    is not the next grid point (diffusers' DDIM steps to ``t - T // steps``, which
+    "trailing" spacing does not always put on the next timestep)."""
     plan = []
     for i in range(ctx.n):
-        a0, s0, a1, s1 = ctx.a[i], ctx.s[i], ctx.a[i + 1], ctx.s[i + 1]
-        h = ctx.lam[i + 1] - ctx.lam[i]
+        a0, s0 = ctx.a[i], ctx.s[i]
+        a1, s1 = (ctx.a[i + 1], ctx.s[i + 1]) if ends is None else (ends[0][i], ends[1][i])
+        h = (np.log(a1) - np.log(s1)) - ctx.lam[i]
         sig = eta * s1 * np.sqrt(-np.expm1(-2 * h))
         ce = np.sqrt(np.maximum(s1**2 - sig**2, 0))
         plan.append(ctx.eval_step(i, "x0", a=ce / s0, bp=a1 - a0 * ce / s0, c=sig if eta else 0.0))

@@ -81,10 +81,14 @@ class SamplingLoop:
         for i, s in enumerate(plan):
             table = table_of([w, s.cx, s.co, s.a, s.bp, s.c] + [coef for _, coef in s.operands])
             if not np.isfinite(table).all():
-                raise ValueError(f"step {i} of the plan has a non-finite coefficient (a grid point repeated, "
-                                 "or a step the solver cannot take, such as eps at sigma = 0)")
+                raise ValueError(
+                    f"step {i} of the plan has a non-finite coefficient (a grid point repeated, "
+                    "or a step the solver cannot take, such as eps at sigma = 0)"
+                )
             self._tables.append(torch.from_numpy(table).to(device))
-            self._times.append(None if s.t is None else torch.from_numpy(table_of([s.t])[:, 0]).to(device, x.dtype))
+            self._times.append(
+                None if s.t is None else torch.from_numpy(table_of([s.t])[:, 0]).to(device, x.dtype)
+            )
             for ref, _ in s.operands:
                 self._last_use[ref] = i
         self.plan, self.x, self.nfe, self._i = plan, x, 0, 0

@@ -1,0 +1,263 @@
+"""``from_diffusers_config``: the timesteps, sigmas and updates of diffusers' schedulers,
+on pygen's fused steps, so a pipeline can switch without retraining or re-tuning.
+
+Everything diffusers computes in float32 (betas, ``alphas_cumprod``, the sigmas of the
+inference grid) is computed here the same way, so the model sees the same timesteps
+and the deterministic solvers return the same sample to float32 rounding. Stochastic
+ones (``sde-dpmsolver++``, DDIM with ``eta > 0``) draw pygen's Philox noise instead of
+``torch.randn``: the same distribution, not the same draws.
+"""
+
+import math
+
+import numpy as np
+import torch
+
+from pygen.solvers import methods
+from pygen.solvers.grids import Grid
+from pygen.solvers.plan import SamplingLoop
+from pygen.solvers.schedules import VPDiscrete
+
+_PREDICTION = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
+
+# The defaults of each scheduler's __init__ that differ between them.
+_DEFAULTS = {
+    "DDIMScheduler": {"timestep_spacing": "leading", "clip_sample": True},
+    "DPMSolverMultistepScheduler": {"timestep_spacing": "linspace"},
+    "EulerDiscreteScheduler": {"timestep_spacing": "linspace"},
+    "HeunDiscreteScheduler": {"timestep_spacing": "linspace"},
+}
+
+
+def _betas(config) -> np.ndarray:
+    n = config.get("num_train_timesteps", 1000)
+    start, end = config.get("beta_start", 0.0001), config.get("beta_end", 0.02)
+    kind = config.get("beta_schedule", "linear")
+    if config.get("trained_betas") is not None:
+        return torch.tensor(config["trained_betas"], dtype=torch.float32).numpy()
+    if kind == "linear":
+        return torch.linspace(start, end, n, dtype=torch.float32).numpy()
+    if kind == "scaled_linear":
+        return (torch.linspace(start**0.5, end**0.5, n, dtype=torch.float32) ** 2).numpy()
+    if kind == "squaredcos_cap_v2":
+
+        def alpha_bar(t):
+            return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
+
+        betas = [min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)]
+        return torch.tensor(betas, dtype=torch.float32).numpy()
+    raise ValueError(f"beta_schedule {kind!r} is not supported (linear, scaled_linear, squaredcos_cap_v2)")
+
+
+def _karras(sigma_max, sigma_min, n, rho=7.0) -> np.ndarray:
+    ramp = np.linspace(0, 1, n)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    return (hi + ramp * (lo - hi)) ** rho
+
+
+def _sigma_to_t(sigma, log_sigmas) -> np.ndarray:
+    """diffusers' interpolation of a timestep from log sigma."""
+    log_sigma = np.log(np.maximum(sigma, 1e-10))
+    dists = log_sigma - log_sigmas[:, np.newaxis]
+    low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
+    w = np.clip((log_sigmas[low] - log_sigma) / (log_sigmas[low] - log_sigmas[low + 1]), 0, 1)
+    return (1 - w) * low + w * (low + 1)
+
+
+def _reject(config, **unsupported):
+    for key, default in unsupported.items():
+        if config.get(key, default) != default:
+            raise ValueError(f"from_diffusers_config: {key}={config[key]!r} is not supported")
+
+
+class DiffusersSampler:
+    """A diffusers scheduler's sampling loop on pygen's fused steps (see
+    :func:`from_diffusers_config`)."""
+
+    def __init__(self, config: dict, solver: str, options: dict, threshold: tuple[float, float]):
+        self.config, self.solver, self.options = config, solver, options
+        self.threshold = threshold
+        self.prediction = _PREDICTION[config.get("prediction_type", "epsilon")]
+        self.alphas_cumprod = torch.cumprod(1.0 - torch.from_numpy(_betas(config)), 0).numpy()
+        self.schedule = VPDiscrete(_betas(config).astype(np.float64))
+        self.euler_type = solver in ("euler", "heun")
+
+    def _timesteps(self, steps: int) -> np.ndarray:
+        """``set_timesteps``' spacing, as each scheduler family writes it."""
+        n, spacing = len(self.alphas_cumprod), self.config["timestep_spacing"]
+        offset = self.config.get("steps_offset", 0)
+        if spacing not in ("linspace", "leading", "trailing"):
+            raise ValueError(f"timestep_spacing {spacing!r} is not supported (linspace, leading, trailing)")
+        if self.solver == "dpmpp":  # steps + 1 points, the last dropped
+            if spacing == "linspace":
+                return np.linspace(0, n - 1, steps + 1).round()[::-1][:-1].copy().astype(np.int64)
+            if spacing == "leading":
+                return (np.arange(0, steps + 1) * (n // (steps + 1))).round()[::-1][:-1].astype(
+                    np.int64
+                ) + offset
+            return np.arange(n, 0, -n / steps).round().astype(np.int64) - 1
+        dtype = np.int64 if self.solver == "ddim" else np.float32
+        if spacing == "linspace":
+            if self.solver == "ddim":
+                return np.linspace(0, n - 1, steps).round()[::-1].copy().astype(np.int64)
+            return np.linspace(0, n - 1, steps, dtype=np.float32)[::-1].copy()
+        if spacing == "leading":
+            return (np.arange(0, steps) * (n // steps)).round()[::-1].copy().astype(dtype) + offset
+        return np.round(np.arange(n, 0, -n / steps)).astype(dtype) - 1
+
+    def grid(self, steps: int) -> tuple[Grid, np.ndarray]:
+        """The grid (model timesteps, alpha, sigma) diffusers' ``set_timesteps(steps)``
+        makes, and its Karras sigmas (float32 values, as diffusers holds them)."""
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an int >= 1, got {steps!r}")
+        ac, n = self.alphas_cumprod.astype(np.float64), len(self.alphas_cumprod)
+        table = ((1 - ac) / ac) ** 0.5
+        log_sigmas = np.log(table)
+        karras = self.config.get("use_karras_sigmas", False)
+        t = self._timesteps(steps)
+        if self.solver == "ddim":
+            if karras:
+                raise ValueError("use_karras_sigmas is not a DDIMScheduler option")
+            # Each step lands on t - T // steps, not always the next timestep.
+            prev = t - n // steps
+            final = 1.0 if self.config.get("set_alpha_to_one", True) else ac[0]
+            abar_end = np.where(prev >= 0, ac[np.maximum(prev, 0)], final)
+            self._ddim_ends = (np.sqrt(abar_end).reshape(-1, 1), np.sqrt(1 - abar_end).reshape(-1, 1))
+            abar = np.concatenate([ac[t], abar_end[-1:]])
+            sig = np.sqrt((1 - abar) / abar)
+        else:
+            if karras and self.euler_type:
+                sig = _karras(
+                    np.interp(t[0], np.arange(n), table), np.interp(t[-1], np.arange(n), table), steps
+                )
+                t = _sigma_to_t(sig, log_sigmas)
+            elif karras:
+                sig = _karras(table[-1], table[0], steps)
+                t = _sigma_to_t(sig, log_sigmas)
+                if self.config.get("beta_schedule") != "squaredcos_cap_v2":
+                    t = t.round()
+            else:
+                sig = np.interp(t, np.arange(n), table)
+            last = 0.0 if self.config.get("final_sigmas_type", "zero") == "zero" else table[0]
+            sig = np.concatenate([sig, [last]]).astype(np.float32).astype(np.float64)
+        alpha = 1 / np.sqrt(sig**2 + 1)
+        times = np.concatenate([np.asarray(t, dtype=np.float64), [0.0]])
+        grid = Grid(times.reshape(-1, 1), alpha.reshape(-1, 1), (sig * alpha).reshape(-1, 1))
+        return grid, sig
+
+    def init_noise_sigma(self, steps: int) -> float:
+        """What diffusers' pipelines multiply the initial ``randn`` by."""
+        if not self.euler_type:
+            return 1.0
+        sigma_max = float(self.grid(steps)[1].max())
+        if self.config["timestep_spacing"] in ("linspace", "trailing"):
+            return sigma_max
+        return (sigma_max**2 + 1) ** 0.5
+
+    def timesteps(self, steps: int) -> torch.Tensor:
+        """The model timesteps in call order (diffusers' ``scheduler.timesteps``; for Heun
+        each inner one twice)."""
+        return torch.tensor([float(s.t[0]) for s in self.plan(steps) if s.t is not None])
+
+    def plan(self, steps: int):
+        grid, _ = self.grid(steps)
+        ctx = methods.Context(grid, self.schedule, self.prediction)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            if self.solver == "ddim":
+                return methods.ddim(ctx, ends=self._ddim_ends)
+            return self.options["builder"](ctx)
+
+    def sample(self, model_fn, x: torch.Tensor, steps: int, *, seed=None, generator=None, progress=False):
+        """``model_fn(model_input, timestep)`` as a diffusers UNet is called (the input
+        already scaled by ``scale_model_input``, the timestep a ``[B]`` tensor), from
+        ``x`` as the pipeline prepares it (``randn * init_noise_sigma``)."""
+        plan = self.plan(steps)
+        grid, _ = self.grid(steps)
+        if self.euler_type:  # diffusers keeps x / alpha for these; pygen keeps x
+            x = x * float(grid.alpha[0, 0])
+        ratio, tmax = self.threshold
+        loop = SamplingLoop(
+            plan, x, seed=seed, generator=generator, threshold_ratio=ratio, threshold_max=tmax
+        )
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=sum(s.t is not None for s in plan), desc=f"sampling ({self.solver})", unit="nfe")
+        while not loop.done:
+            loop.step(model_fn(loop.x, loop.t))
+            if bar is not None:
+                bar.update()
+        if bar is not None:
+            bar.close()
+        return loop.x
+
+
+def from_diffusers_config(config: dict, solver: str | None = None) -> DiffusersSampler:
+    """A sampler equivalent to the diffusers scheduler that ``config`` describes.
+
+    Args:
+        config: a diffusers scheduler, or its configuration (``scheduler.config``, the
+            ``scheduler_config.json`` of a pipeline), with ``_class_name`` one of
+            ``DPMSolverMultistepScheduler`` (``dpmsolver++`` and ``sde-dpmsolver++``,
+            orders 1-3, midpoint/heun), ``DDIMScheduler``, ``EulerDiscreteScheduler``,
+            ``HeunDiscreteScheduler``; betas, ``prediction_type`` (epsilon, sample,
+            v_prediction), ``timestep_spacing``, ``steps_offset``, ``use_karras_sigmas``,
+            ``final_sigmas_type``, ``lower_order_final``, ``euler_at_final``,
+            ``thresholding`` are honored; options pygen does not implement raise.
+        solver: the scheduler's class name, when ``config`` is a dict without
+            ``_class_name``.
+
+    Returns:
+        a :class:`DiffusersSampler`: ``.sample(model_fn, x, steps)``,
+        ``.init_noise_sigma(steps)``, ``.timesteps(steps)``.
+    """
+    if hasattr(config, "config"):  # a scheduler object
+        solver, config = solver or type(config).__name__, dict(config.config)
+    name = solver or config.get("_class_name")
+    config = {**_DEFAULTS.get(name, {}), **config}
+    pred = config.get("prediction_type", "epsilon")
+    if pred not in _PREDICTION:
+        raise ValueError(f"prediction_type {pred!r} is not supported ({', '.join(_PREDICTION)})")
+    _reject(
+        config,
+        rescale_betas_zero_snr=False,
+        use_exponential_sigmas=False,
+        use_beta_sigmas=False,
+        use_lu_lambdas=False,
+        use_flow_sigmas=False,
+        variance_type=None,
+        clip_sample=False,
+        timestep_type="discrete",
+        interpolation_type="linear",
+    )
+    threshold = (config.get("dynamic_thresholding_ratio", 0.995), config.get("sample_max_value", 1.0))
+    threshold = threshold if config.get("thresholding", False) else (0.0, 1.0)
+    if name == "DPMSolverMultistepScheduler":
+        algo = config.get("algorithm_type", "dpmsolver++")
+        if algo not in ("dpmsolver++", "sde-dpmsolver++"):
+            raise ValueError(f"algorithm_type {algo!r} is not supported (dpmsolver++, sde-dpmsolver++)")
+        if config.get("lambda_min_clipped", -math.inf) != -math.inf:
+            raise ValueError("lambda_min_clipped is not supported")
+
+        def builder(ctx):
+            return methods.dpmpp(
+                ctx,
+                order=config.get("solver_order", 2),
+                sde=algo == "sde-dpmsolver++",
+                solver_type=config.get("solver_type", "midpoint"),
+                lower_order_final=config.get("lower_order_final", True),
+                euler_at_final=config.get("euler_at_final", False),
+            )
+
+        return DiffusersSampler(config, "dpmpp", {"builder": builder}, threshold)
+    if name == "DDIMScheduler":
+        return DiffusersSampler(config, "ddim", {}, threshold)
+    if name == "EulerDiscreteScheduler":
+        return DiffusersSampler(config, "euler", {"builder": methods.ddim}, threshold)
+    if name == "HeunDiscreteScheduler":
+        return DiffusersSampler(config, "heun", {"builder": methods.heun}, threshold)
+    raise ValueError(
+        f"scheduler {name!r} is not supported (DPMSolverMultistepScheduler, DDIMScheduler, "
+        "EulerDiscreteScheduler, HeunDiscreteScheduler)"
+    )
