@@ -78,12 +78,10 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         from diffusers import DPMSolverMultistepScheduler
     except ImportError:
         return out
+    scheduler = DPMSolverMultistepScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012)
+    schedule = solvers.VPDiscrete.scaled_linear()
     for shape in [(1, 4, 64, 64)] if quick else [(1, 4, 64, 64), (4, 4, 128, 128)]:
         x, eps = torch.randn(shape, device=device), torch.randn(shape, device=device) * 0.1
-        scheduler = DPMSolverMultistepScheduler(
-            beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
-        )
-        schedule = solvers.VPDiscrete.scaled_linear()
         out.append(
             Case(
                 name=f"dpm++2m 10-step loop {'x'.join(map(str, shape))}",
