@@ -26,6 +26,8 @@ _DEFAULTS = {
     "DPMSolverMultistepScheduler": {"timestep_spacing": "linspace"},
     "EulerDiscreteScheduler": {"timestep_spacing": "linspace"},
     "HeunDiscreteScheduler": {"timestep_spacing": "linspace"},
+    "DEISMultistepScheduler": {"timestep_spacing": "linspace", "final_sigmas_type": "sigma_min"},
+    "UniPCMultistepScheduler": {"timestep_spacing": "linspace"},
 }
 
 
@@ -88,7 +90,7 @@ class DiffusersSampler:
         offset = self.config.get("steps_offset", 0)
         if spacing not in ("linspace", "leading", "trailing"):
             raise ValueError(f"timestep_spacing {spacing!r} is not supported (linspace, leading, trailing)")
-        if self.solver == "dpmpp":  # steps + 1 points, the last dropped
+        if self.solver in ("dpmpp", "deis", "unipc"):  # steps + 1 points, the last dropped
             if spacing == "linspace":
                 return np.linspace(0, n - 1, steps + 1).round()[::-1][:-1].copy().astype(np.int64)
             if spacing == "leading":
@@ -201,7 +203,8 @@ def from_diffusers_config(config: dict, solver: str | None = None) -> DiffusersS
             ``scheduler_config.json`` of a pipeline), with ``_class_name`` one of
             ``DPMSolverMultistepScheduler`` (``dpmsolver++`` and ``sde-dpmsolver++``,
             orders 1-3, midpoint/heun), ``DDIMScheduler``, ``EulerDiscreteScheduler``,
-            ``HeunDiscreteScheduler``; betas, ``prediction_type`` (epsilon, sample,
+            ``HeunDiscreteScheduler``, ``DEISMultistepScheduler`` (orders 1-3),
+            ``UniPCMultistepScheduler`` (bh1/bh2, orders 1-3, ``disable_corrector``); betas, ``prediction_type`` (epsilon, sample,
             v_prediction), ``timestep_spacing``, ``steps_offset``, ``use_karras_sigmas``,
             ``final_sigmas_type``, ``lower_order_final``, ``euler_at_final``,
             ``thresholding`` are honored; options pygen does not implement raise.
@@ -251,6 +254,31 @@ def from_diffusers_config(config: dict, solver: str | None = None) -> DiffusersS
             )
 
         return DiffusersSampler(config, "dpmpp", {"builder": builder}, threshold)
+    if name in ("DEISMultistepScheduler", "UniPCMultistepScheduler"):
+        if config.get("use_karras_sigmas", False):
+            raise ValueError(f"use_karras_sigmas is not supported for {name}")
+    if name == "DEISMultistepScheduler":
+        if config.get("algorithm_type", "deis") != "deis":
+            raise ValueError(f"algorithm_type {config['algorithm_type']!r} is not supported (deis)")
+
+        def deis_builder(ctx):
+            order, final = config.get("solver_order", 2), config.get("lower_order_final", True)
+            return methods.deis(ctx, order=order, lower_order_final=final)
+
+        return DiffusersSampler(config, "deis", {"builder": deis_builder}, threshold)
+    if name == "UniPCMultistepScheduler":
+        _reject(config, predict_x0=True, solver_p=None)
+
+        def unipc_builder(ctx):
+            return methods.unipc(
+                ctx,
+                order=config.get("solver_order", 2),
+                variant=config.get("solver_type", "bh2"),
+                lower_order_final=config.get("lower_order_final", True),
+                disable_corrector=tuple(config.get("disable_corrector", ())),
+            )
+
+        return DiffusersSampler(config, "unipc", {"builder": unipc_builder}, threshold)
     if name == "DDIMScheduler":
         return DiffusersSampler(config, "ddim", {}, threshold)
     if name == "EulerDiscreteScheduler":
@@ -259,5 +287,5 @@ def from_diffusers_config(config: dict, solver: str | None = None) -> DiffusersS
         return DiffusersSampler(config, "heun", {"builder": methods.heun}, threshold)
     raise ValueError(
         f"scheduler {name!r} is not supported (DPMSolverMultistepScheduler, DDIMScheduler, "
-        "EulerDiscreteScheduler, HeunDiscreteScheduler)"
+        "EulerDiscreteScheduler, HeunDiscreteScheduler, DEISMultistepScheduler, UniPCMultistepScheduler)"
     )

@@ -292,3 +292,139 @@ def flow(ctx: Context, method: str = "euler") -> list[Step]:
             )
             evals += 2
     return plan
+
+
+def _multistep_order(i: int, n: int, order: int, lower_order_final: bool) -> int:
+    """The order diffusers' multistep schedulers use at step i: warm-up from 1, and
+    (with ``lower_order_final`` and fewer than 15 steps) 1 and 2 at the last two."""
+    k = min(order, i + 1)
+    if lower_order_final and n < 15:
+        k = min(k, n - i) if i >= n - 2 else k
+    return k
+
+
+def deis(ctx: Context, order: int = 2, lower_order_final: bool = True) -> list[Step]:
+    """DEIS (Zhang & Chen 2023), time-AB in ``rho = sigma / alpha`` ("logrho"), noise
+    prediction: the exponential integrator with a Lagrange polynomial through the last
+    ``order`` noise predictions, integrated in closed form."""
+    if order not in (1, 2, 3):
+        raise ValueError(f"order must be 1, 2 or 3, got {order}")
+    rho, plan = ctx.s / ctx.a, []
+    for i in range(ctx.n):
+        k = _multistep_order(i, ctx.n, order, lower_order_final)
+        a0, a1, s1 = ctx.a[i], ctx.a[i + 1], ctx.s[i + 1]
+        if ctx.ends_at_zero(i):  # rho_t = 0: the data prediction (the polynomial's value)
+            k = 1
+        if k == 1:
+            if ctx.ends_at_zero(i):
+                plan.append(ctx.eval_step(i, "x0", a=0.0, bp=a1))
+            else:
+                h = ctx.lam[i + 1] - ctx.lam[i]
+                plan.append(ctx.eval_step(i, "eps", a=a1 / a0, bp=-s1 * np.expm1(h)))
+            continue
+        lt, l0, l1 = np.log(rho[i + 1]), np.log(rho[i]), np.log(rho[i - 1])
+        if k == 2:
+
+            def ind(t, b, c):  # integral of rho' times the Lagrange basis through (b, c)
+                return np.exp(t) * (-c + t - 1) / (b - c)
+
+            coefs = [ind(lt, l0, l1) - ind(l0, l0, l1), ind(lt, l1, l0) - ind(l0, l1, l0)]
+        else:
+            l2 = np.log(rho[i - 2])
+
+            def ind(t, b, c, d):
+                num = np.exp(t) * (c * (d - t + 1) - d * t + d + t**2 - 2 * t + 2)
+                return num / ((b - c) * (b - d))
+
+            coefs = [
+                ind(lt, l0, l1, l2) - ind(l0, l0, l1, l2),
+                ind(lt, l1, l2, l0) - ind(l0, l1, l2, l0),
+                ind(lt, l2, l0, l1) - ind(l0, l2, l0, l1),
+            ]
+        ops = [(_pred(i - j), a1 * coefs[j]) for j in range(1, k)]
+        plan.append(ctx.eval_step(i, "eps", a=a1 / a0, bp=a1 * coefs[0], operands=ops))
+    return plan
+
+
+def _unipc_rhos(rks: list, hh: np.ndarray, b_h: np.ndarray, p: int, corrector: bool) -> list:
+    """UniPC's rho coefficients (Zhao et al. 2023, Algorithm 2/3, as diffusers solves
+    them): ``rks`` ``[p - 1]`` ratios of the earlier steps, ``[B]`` arrays each."""
+    h_phi_k, fact, r_rows, b = np.expm1(hh) / hh - 1, 1, [], []
+    rk = list(rks) + [np.ones_like(hh)]
+    for j in range(1, p + 1):
+        r_rows.append([r ** (j - 1) for r in rk])
+        b.append(h_phi_k * fact / b_h)
+        fact *= j + 1
+        h_phi_k = h_phi_k / hh - 1 / fact
+    if corrector:
+        if p == 1:
+            return [np.full_like(hh, 0.5)]
+        size = p
+    else:
+        if p == 1:
+            return []
+        if p == 2:
+            return [np.full_like(hh, 0.5)]
+        size = p - 1
+    # One small solve per sample (the grid may differ across samples).
+    r = np.stack([np.stack(row[:size], -1) for row in r_rows[:size]], -2)  # [B, size, size]
+    return list(np.linalg.solve(r, np.stack(b[:size], -1)[..., None])[..., 0].T)
+
+
+def unipc(
+    ctx: Context,
+    order: int = 2,
+    variant: str = "bh2",
+    lower_order_final: bool = True,
+    disable_corrector: tuple[int, ...] = (),
+) -> list[Step]:
+    """UniPC (Zhao et al. 2023): UniP predictor of ``order`` plus the UniC corrector
+    (which reuses the model call at the new point, so it costs no NFE), data prediction,
+    ``B(h) = h`` (bh1) or ``e^h - 1`` (bh2). Each model call is one fused corrector
+    update and one predictor update."""
+    if order not in (1, 2, 3):
+        raise ValueError(f"order must be 1, 2 or 3, got {order}")
+    if variant not in ("bh1", "bh2"):
+        raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
+    lam, a, s, plan = ctx.lam, ctx.a, ctx.s, []
+
+    def coefficients(i, p, corrector):
+        """x_(i+1) = a x_i + c0 m_i + sum_k c_k m_(i-k) (+ c_new m_(i+1) for the corrector)."""
+        h = lam[i + 1] - lam[i]
+        hh = -h
+        b_h = hh if variant == "bh1" else np.expm1(hh)
+        rks = [(lam[i - k] - lam[i]) / h for k in range(1, p)]
+        rhos = _unipc_rhos(rks, hh, b_h, p, corrector)
+        c0 = -a[i + 1] * np.expm1(hh)
+        older = []
+        for k in range(1, p):  # D1_k = (m_(i-k) - m_i) / r_k
+            g = -a[i + 1] * b_h * rhos[k - 1] / rks[k - 1]
+            older.append(g)
+            c0 = c0 - g
+        new = None
+        if corrector:  # + rho_last (m_(i+1) - m_i)
+            new = -a[i + 1] * b_h * rhos[-1]
+            c0 = c0 - new
+        return s[i + 1] / s[i], c0, older, new
+
+    p_prev = None
+    for i in range(ctx.n):
+        p = min(order, i + 1)
+        if lower_order_final:
+            p = min(p, ctx.n - i)
+        if p_prev is not None and (i - 1) not in disable_corrector:
+            # Corrector of step i - 1, at point i, with this call's prediction as m_(i).
+            ax, c0, older, new = coefficients(i - 1, p_prev, corrector=True)
+            ops = [(("state", "last"), ax), (_pred(i - 1), c0)] + [
+                (_pred(i - 1 - k), g) for k, g in enumerate(older, 1)
+            ]
+            plan.append(ctx.eval_step(i, "x0", a=0.0, bp=new, operands=ops))
+            ax, c0, older, _ = coefficients(i, p, corrector=False)
+            ops = [(_pred(i), c0)] + [(_pred(i - k), g) for k, g in enumerate(older, 1)]
+            plan.append(Step(a=ax, operands=ops, save="last"))
+        else:
+            ax, c0, older, _ = coefficients(i, p, corrector=False)
+            ops = [(_pred(i - k), g) for k, g in enumerate(older, 1)]
+            plan.append(ctx.eval_step(i, "x0", a=ax, bp=c0, operands=ops, save="last"))
+        p_prev = p
+    return plan

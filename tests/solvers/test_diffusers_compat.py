@@ -33,6 +33,14 @@ CONFIGS = [
     ),
     ("HeunDiscreteScheduler", {}),
     ("HeunDiscreteScheduler", dict(prediction_type="v_prediction", timestep_spacing="trailing")),
+    ("DEISMultistepScheduler", {}),
+    ("DEISMultistepScheduler", dict(solver_order=3, **SD)),
+    ("DEISMultistepScheduler", dict(solver_order=1, timestep_spacing="trailing")),
+    ("UniPCMultistepScheduler", {}),
+    ("UniPCMultistepScheduler", dict(solver_order=3, prediction_type="v_prediction", **SD)),
+    ("UniPCMultistepScheduler", dict(solver_order=3, disable_corrector=[0, 2], timestep_spacing="leading")),
+    # bh1 with a last step to sigma = 0 is NaN in diffusers (B(h) = -inf times 0)
+    ("UniPCMultistepScheduler", dict(solver_type="bh1", solver_order=3, final_sigmas_type="sigma_min")),
 ]
 
 
@@ -64,6 +72,11 @@ def test_matches_diffusers(name, config, steps):
     assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
 
+def test_unipc_bh1_to_zero_is_finite():
+    sampler = from_diffusers_config(diffusers.UniPCMultistepScheduler(solver_type="bh1"))
+    assert torch.isfinite(sampler.sample(model, torch.randn(2, 8, dtype=torch.float64), 7)).all()
+
+
 def test_sde_variant_is_seeded():
     sampler = from_diffusers_config(diffusers.DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++"))
     noise = torch.randn(2, 8, dtype=torch.float64)
@@ -83,6 +96,8 @@ def test_sde_variant_is_seeded():
         ),
         (dict(_class_name="EulerDiscreteScheduler", rescale_betas_zero_snr=True), "rescale_betas_zero_snr"),
         (dict(_class_name="EulerDiscreteScheduler", timestep_spacing="karras"), "timestep_spacing"),
+        (dict(_class_name="UniPCMultistepScheduler", predict_x0=False), "predict_x0"),
+        (dict(_class_name="DEISMultistepScheduler", use_karras_sigmas=True), "use_karras_sigmas"),
     ],
 )
 def test_unsupported_configs_raise(config, match):
