@@ -206,7 +206,8 @@ def from_diffusers_config(config: dict, solver: str | None = None) -> DiffusersS
             ``HeunDiscreteScheduler``, ``DEISMultistepScheduler`` (orders 1-3),
             ``UniPCMultistepScheduler`` (bh1/bh2, orders 1-3, ``disable_corrector``);
             betas, ``prediction_type`` (epsilon, sample, v_prediction),
-            ``timestep_spacing``, ``steps_offset``, ``use_karras_sigmas``, ``final_sigmas_type``, ``lower_order_final``, ``euler_at_final``,
+            ``timestep_spacing``, ``steps_offset``, ``use_karras_sigmas``,
+            ``final_sigmas_type``, ``lower_order_final``, ``euler_at_final`` and
             ``thresholding`` are honored; options pygen does not implement raise.
         solver: the scheduler's class name, when ``config`` is a dict without
             ``_class_name``.
