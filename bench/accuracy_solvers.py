@@ -16,7 +16,6 @@ writes bench/results/solvers-analytic.json and .png.
 
 import argparse
 import json
-import math
 from pathlib import Path
 
 import torch
@@ -41,7 +40,11 @@ SOLVERS = {  # name -> (steps for an NFE budget, options)
 DIFFUSERS = {  # label -> (class, config, steps for an NFE budget)
     "DPMSolverMultistep 2M": ("DPMSolverMultistepScheduler", {}, lambda n: n),
     "DPMSolverMultistep 3M": ("DPMSolverMultistepScheduler", dict(solver_order=3), lambda n: n),
-    "DPMSolverMultistep 2M karras": ("DPMSolverMultistepScheduler", dict(use_karras_sigmas=True), lambda n: n),
+    "DPMSolverMultistep 2M karras": (
+        "DPMSolverMultistepScheduler",
+        dict(use_karras_sigmas=True),
+        lambda n: n,
+    ),
     "UniPCMultistep bh2": ("UniPCMultistepScheduler", {}, lambda n: n),
     "UniPCMultistep bh2 order 3": ("UniPCMultistepScheduler", dict(solver_order=3), lambda n: n),
     "DEISMultistep 3": ("DEISMultistepScheduler", dict(solver_order=3), lambda n: n),
@@ -121,8 +124,14 @@ def run(quick: bool = False) -> dict:
         for spacing in ("time", "logsnr", "karras"):
             for budget in nfes:
                 y, nfe = S.sample(
-                    model, x, schedule=schedule, solver=solver, steps=steps_for(budget), spacing=spacing,
-                    return_nfe=True, **options,
+                    model,
+                    x,
+                    schedule=schedule,
+                    solver=solver,
+                    steps=steps_for(budget),
+                    spacing=spacing,
+                    return_nfe=True,
+                    **options,
                 )
                 record("pygen", f"{solver} ({spacing})", nfe, y)
     for label, (name, config, steps_for) in DIFFUSERS.items():
@@ -140,8 +149,13 @@ def run(quick: bool = False) -> dict:
         y, nfe = torchdiffeq_sample("dopri5", schedule, model, x, tol=tol)
         record("torchdiffeq", "dopri5", nfe, y)
     floor = sliced_wasserstein(exact, data)
-    return dict(problem="8-mode ring mixture in 2-D, variance 0.02, radius 2; DDPM linear betas",
-                samples=n, exact_nfe=exact_nfe, exact_swd=floor, rows=rows)
+    return dict(
+        problem="8-mode ring mixture in 2-D, variance 0.02, radius 2; DDPM linear betas",
+        samples=n,
+        exact_nfe=exact_nfe,
+        exact_swd=floor,
+        rows=rows,
+    )
 
 
 def best_at(rows, family, nfe_max):
@@ -156,7 +170,9 @@ def summary(report) -> str:
         text = ", ".join(f"{f}: {r['solver']} {r['error']:.2e}" for f, r in best.items() if r)
         lines.append(f"NFE <= {budget}: {text}")
     for family, name in (("pygen", "adaptive dopri5 (log sigma~)"), ("torchdiffeq", "dopri5")):
-        hits = [r["nfe"] for r in rows if r["solver"] == name and r["family"] == family and r["error"] <= 1e-4]
+        hits = [
+            r["nfe"] for r in rows if r["solver"] == name and r["family"] == family and r["error"] <= 1e-4
+        ]
         lines.append(f"{family} {name}: error <= 1e-4 at {min(hits) if hits else 'never'} NFE")
     return "\n".join(lines)
 
@@ -171,7 +187,9 @@ def plot(report, path: Path) -> None:
     names = sorted({(r["family"], r["solver"]) for r in report["rows"]})
     styles = {"pygen": "-", "diffusers": "--", "torchdiffeq": ":"}
     for family, name in names:
-        pts = sorted((r["nfe"], r["error"]) for r in report["rows"] if (r["family"], r["solver"]) == (family, name))
+        pts = sorted(
+            (r["nfe"], r["error"]) for r in report["rows"] if (r["family"], r["solver"]) == (family, name)
+        )
         ax.loglog(*zip(*pts, strict=True), styles[family], marker="o", ms=3, label=f"{family}: {name}")
     ax.set_xlabel("NFE")
     ax.set_ylabel("mean L2 error to the exact ODE endpoint")

@@ -37,7 +37,9 @@ def test_solvers_accuracy_quick():
     import importlib.util
     from pathlib import Path
 
-    spec = importlib.util.spec_from_file_location("accuracy_solvers", Path(__file__).parent / "accuracy_solvers.py")
+    spec = importlib.util.spec_from_file_location(
+        "accuracy_solvers", Path(__file__).parent / "accuracy_solvers.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     report = module.run(quick=True)

@@ -74,7 +74,9 @@ def solve_adaptive(
         nonlocal nfe
         alpha, sigma = (float(v) for v in schedule.alpha_sigma(t))
         da_ds = [float(v) for v in schedule.derivatives(t)] if prediction == "flow" else (None, None)
-        cx, co = (float(v) for v in conversion(prediction, target, np.float64(alpha), np.float64(sigma), *da_ds))
+        cx, co = (
+            float(v) for v in conversion(prediction, target, np.float64(alpha), np.float64(sigma), *da_ds)
+        )
         out = model_fn(alpha * xt, torch.full((batch,), t, dtype=xt.dtype, device=xt.device))
         nfe += 1
         return alpha, cx * alpha * xt + co * out
@@ -92,7 +94,9 @@ def solve_adaptive(
         h = max(h, s_end - s)
         stages = k[:1]
         for j in range(1, 7):
-            stages.append(f(s + _C[j] * h, xt + h * sum(a * kk for a, kk in zip(_A[j], stages, strict=False))))
+            stages.append(
+                f(s + _C[j] * h, xt + h * sum(a * kk for a, kk in zip(_A[j], stages, strict=False)))
+            )
         new = xt + h * sum(b * kk for b, kk in zip(_B, stages, strict=True))
         err = h * sum(e * kk for e, kk in zip(_E, stages, strict=True))
         scale = atol + rtol * torch.maximum(xt.abs(), new.abs())
