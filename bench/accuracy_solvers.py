@@ -22,7 +22,7 @@ import torch
 
 from pygen import solvers as S
 from pygen.solvers.adaptive import solve_adaptive
-from pygen.solvers.analytic import GaussianMixture
+from pygen.solvers.analytic import GaussianMixture, sliced_wasserstein
 
 NFES = (5, 10, 20, 50)
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -52,14 +52,6 @@ DIFFUSERS = {  # label -> (class, config, steps for an NFE budget)
     "HeunDiscrete": ("HeunDiscreteScheduler", {}, lambda n: (n + 1) // 2),
     "DDIM": ("DDIMScheduler", dict(clip_sample=False, timestep_spacing="trailing"), lambda n: n),
 }
-
-
-def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256) -> float:
-    """Mean over random directions of the 1-D Wasserstein-1 distance (equal sizes)."""
-    g = torch.Generator().manual_seed(0)
-    d = torch.randn(a.shape[1], projections, dtype=torch.float64, generator=g)
-    d = d / d.norm(dim=0)
-    return ((a @ d).sort(0).values - (b @ d).sort(0).values).abs().mean().item()
 
 
 def diffusers_sample(name, config, steps, model, x):

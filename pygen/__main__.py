@@ -3,6 +3,7 @@
 import argparse
 import dataclasses
 import json
+import os
 import sys
 
 
@@ -30,6 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("--batch-size", type=int, default=16)
     st.add_argument("--device", default="cuda" if _cuda() else "cpu")
     st.add_argument("--out", default="checkpoints/sparse-transformer", help="checkpoint directory")
+    diff = families.add_parser("diffusion", help="DiT diffusion / flow-matching model on digits or 2-D toys")
+    from pygen.models.diffusion import DiffusionConfig
+
+    _add_fields(diff, DiffusionConfig)
+    _add_fields(diff, TrainConfig)
+    diff.add_argument("--batch-size", type=int, default=128)
+    diff.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    diff.add_argument("--out", default="checkpoints/diffusion", help="checkpoint directory")
+    diff.add_argument("--solver", default="dpmpp_2m", help="sampler for the grid written at the end")
+    diff.add_argument("--sample-steps", type=int, default=10)
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -42,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             width = max(map(len, report))
             for key, value in report.items():
                 print(f"{key:<{width}}  {value}")
-    elif args.command == "train":
+    elif args.command == "train" and args.family == "sparse-transformer":
         from pygen.models.sparse_transformer import fit
 
         _, log = fit(
@@ -54,6 +65,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         if log:
             print(f"held-out bits per byte: {log[-1]['eval']:.4f} (checkpoint in {args.out})")
+    elif args.command == "train":
+        from pathlib import Path
+
+        from pygen.models.diffusion import fit, save_grid
+
+        model, log = fit(
+            _pick(args, DiffusionConfig),
+            _pick(args, TrainConfig),
+            batch_size=args.batch_size,
+            device=args.device,
+            out=args.out,
+        )
+        if log and int(os.environ.get("RANK", "0")) == 0:
+            grid = save_grid(
+                model.sample(64, solver=args.solver, steps=args.sample_steps), Path(args.out) / "samples.png"
+            )
+            print(f"held-out loss: {log[-1]['eval']:.4f} (checkpoint in {args.out}, samples in {grid})")
     elif args.command == "demo":
         from pygen.demo import run
 

@@ -84,3 +84,14 @@ class GaussianMixture:
             return out.to(x.dtype).reshape(x.shape)
 
         return model_fn
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 256) -> float:
+    """Sliced Wasserstein-1 distance between two sample sets ``[N, ...]`` (flattened; the
+    larger is cut to the smaller's size): the mean over fixed random directions of the
+    1-D distance between sorted projections."""
+    n = min(len(a), len(b))
+    a, b = a[:n].flatten(1).double().cpu(), b[:n].flatten(1).double().cpu()
+    d = torch.randn(a.shape[1], projections, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    d = d / d.norm(dim=0)
+    return ((a @ d).sort(0).values - (b @ d).sort(0).values).abs().mean().item()

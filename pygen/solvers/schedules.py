@@ -187,7 +187,7 @@ class Flow(Schedule):
     """Rectified flow / flow matching: ``alpha = 1 - t``, ``sigma = t``; the velocity
     is ``eps - x_0``."""
 
-    def __init__(self, t_max: float = 1.0, t_min: float = 0.0):
+    def __init__(self, t_max: float = 1.0, t_min: float = 1e-3):
         self.t_max, self.t_min = float(t_max), float(t_min)
 
     def alpha_sigma(self, t):
