@@ -82,7 +82,7 @@ def diffusion(seconds: float = 60.0) -> None:
     print(f"  {log[-1]['step']} steps; held-out EDM loss {log[-1]['eval']:.3f}")
     swd, swd_noise = sliced_wasserstein(samples, held_out), sliced_wasserstein(noise, held_out)
     print(
-        f"  sliced Wasserstein to held-out digits at 10 NFE (DPM-Solver++ 2M): {swd:.3f} (noise: {swd_noise:.3f})"
+        f"  sliced Wasserstein to held-out digits (10 NFE, DPM-Solver++ 2M): {swd:.3f}, noise {swd_noise:.3f}"
     )
     print(f"  sample grid: {save_grid(samples[:64], Path('pygen-demo') / 'diffusion-digits.png')}")
 
