@@ -294,7 +294,7 @@ def sample_by_confidence(
 ) -> torch.Tensor:
     """LLaDA's sampler: ``steps`` rounds of :func:`unmask_by_confidence`, unmasking the
     positions of :func:`unmask_schedule` per round (greedy by default, as LLaDA). Rounds
-    that unmask nothing (fewer masked positions than steps) reuse the cached logits.
+    that unmask nothing in any row (fewer masked positions than steps) are skipped.
     Returns ``[B, L]`` tokens with nothing masked."""
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -302,6 +302,8 @@ def sample_by_confidence(
     seed = _loop_seed(seed, generator)
     k = unmask_schedule((x == mask_id).sum(-1), steps)
     for i in range(steps):
+        if not k[:, i].any():  # nothing to unmask: no step, no network call
+            continue
         x = unmask_by_confidence(
             denoiser(x),
             x,

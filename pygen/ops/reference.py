@@ -201,9 +201,9 @@ def unmask_by_confidence(logits, x, mask_id, k, confidence, temperature, seeds, 
     score = torch.where(masked, score, -math.inf)
     out = x.clone()
     for b in range(x.shape[0]):
-        order = sorted(torch.nonzero(masked[b])[:, 0].tolist(), key=lambda l: (-float(score[b, l]), l))
-        for l in order[: int(k[b])]:
-            out[b, l] = token[b, l]
+        order = sorted(torch.nonzero(masked[b])[:, 0].tolist(), key=lambda i: (-float(score[b, i]), i))
+        for i in order[: int(k[b])]:
+            out[b, i] = token[b, i]
     return out, score
 
 
