@@ -95,7 +95,7 @@ PYGEN_HD uint64_t confidence_key(uint32_t order, int64_t position) {
 // and margin, the top 32 bits of the uniform for random confidence (a tie, probability
 // ~length^2 2^-33 a step, goes to the earlier position).
 PYGEN_HD uint32_t confidence_order(Confidence mode, float score, double u) {
-  return mode == Confidence::kRandom ? uint32_t(double_bits(u + 1.0) >> 20) : float_order_key(score);
+  return mode == Confidence::kRandom ? uint32_t(double_bits(add_rn(u, 1.0)) >> 20) : float_order_key(score);
 }
 
 void unmask_ancestral_cpu(const AncestralParams& p);

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 import torch
 
-from pygen.ops.random import rand, resolve_seed
+from pygen.ops.random import philox4x32_10, resolve_seed
 from pygen.ops.sampling import _check_offset, _per_row, _row_seeds
 
 _CONFIDENCES = ("probability", "margin", "random")
@@ -200,8 +200,9 @@ def first_hitting_time(
         num_masked: int64 ``[B]``, masked tokens per row (``(x == mask_id).sum(-1)``).
         alpha, alpha_inverse: another schedule, as a pair of float64 tensor functions
             (alpha decreasing from alpha(0) = 1); both or neither.
-        seed, offset, generator: the stream of the uniforms (``pygen.ops.rand``, float64,
-            value b for row b).
+        seed, offset, generator: the stream of the uniforms: row b uses Philox block
+            ``offset`` of substream ``2**63 + b``, which no step uses, so the steps' seed
+            and offset can be passed as they are.
 
     Returns:
         float64 ``[B]`` times s <= t, and 0 for rows with nothing masked.
@@ -212,12 +213,31 @@ def first_hitting_time(
         raise ValueError("num_masked must be a 1-D tensor of masked tokens per row")
     n = num_masked.to(torch.float64)
     t = torch.as_tensor(t, dtype=torch.float64, device=n.device).expand_as(n)
-    u = rand(
-        n.shape[0], seed=resolve_seed(seed, generator), offset=offset, dtype=torch.float64, device=n.device
-    )
+    u = _time_uniforms(n.shape[0], resolve_seed(seed, generator), offset, n.device)
     root = torch.exp(torch.log(u) / n.clamp(min=1))  # u^(1/n), accurate for large n
     s = t * root if alpha is None else alpha_inverse(1 - (1 - alpha(t)) * root)
     return torch.where(n > 0, s, 0.0)
+
+
+def _time_uniforms(rows: int, seed: int, offset: int, device) -> torch.Tensor:
+    """53-bit uniforms (as ``pygen.ops.rand`` makes them) from Philox block ``offset`` of
+    substreams 2**63 + b, b < rows: words 2-3 of the counter carry the substream."""
+    _check_offset(offset)
+    mask32 = 0xFFFFFFFF
+
+    def words(values: list[int]) -> list[int]:  # uint32 bit patterns as int32 values
+        return [v - (1 << 32) if v >= 1 << 31 else v for v in values]
+
+    counter = torch.tensor(
+        [words([offset & mask32, offset >> 32, b & mask32, (b >> 32) | 1 << 31]) for b in range(rows)],
+        dtype=torch.int32,
+    ).reshape(rows, 4)
+    seed &= (1 << 64) - 1
+    key = torch.tensor(words([seed & mask32, seed >> 32]), dtype=torch.int32).expand(rows, 2)
+    w = philox4x32_10(counter.to(device), key.to(device)).long() & mask32
+    k = (w[:, 0] << 21) | (w[:, 1] >> 11)  # 53 bits
+    # Bin k of 2^53 as its midpoint rounded toward zero (both terms exact in float64).
+    return (2 * k + (k < 1 << 52).long()).double() * 2.0**-54
 
 
 class CachedDenoiser:

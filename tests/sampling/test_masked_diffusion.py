@@ -300,7 +300,9 @@ def test_first_hitting_time():
     n = torch.tensor([1, 5, 100, 0])
     t = torch.tensor([1.0, 0.5, 0.8, 0.3], dtype=torch.float64)
     s = pygen.ops.first_hitting_time(t, n, seed=12, offset=4)
-    u = pygen.ops.rand(4, seed=12, offset=4, dtype=torch.float64)
+    # Row b's uniform: Philox block 4 of substream 2**63 + b (counter words 2-3), key 12.
+    w = reference.philox4x32_10(torch.tensor([[4, 0, b, 1 << 31] for b in range(4)]), torch.tensor([12, 0]))
+    u = reference.uniform_grid((w[:, 0] << 21) | (w[:, 1] >> 11), 53)
     # Linear schedule: s = t u^(1/n), so (s / t)^n is the uniform; no masked token: 0.
     torch.testing.assert_close((s[:3] / t[:3]) ** n[:3], u[:3], rtol=1e-12, atol=0)
     assert s[3] == 0 and (s[:3] <= t[:3]).all()
