@@ -25,6 +25,17 @@ TORCH_LIBRARY(pygen, m) {
       "sample_categorical(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor min_p, "
       "Tensor seed, int offset) -> (Tensor token, Tensor logprob)");
 
+  // sampling: masked-diffusion steps (MDLM, LLaDA, first hitting), pygen/ops/masked_diffusion.py
+  m.def(
+      "unmask_ancestral(Tensor logits, Tensor x, int mask_id, Tensor alpha_t, Tensor alpha_s, "
+      "Tensor temperature, Tensor seed, int offset) -> Tensor");
+  m.def(
+      "unmask_by_confidence(Tensor logits, Tensor x, int mask_id, Tensor k, str confidence, "
+      "Tensor temperature, Tensor seed, int offset) -> (Tensor out, Tensor confidence)");
+  m.def(
+      "unmask_first_hitting(Tensor logits, Tensor x, int mask_id, Tensor temperature, Tensor seed, "
+      "int offset) -> Tensor");
+
   // solvers: the fused step of every ODE/SDE sampler, pygen/ops/solvers.py
   m.def(
       "solver_update(Tensor x, Tensor? out, Tensor? uncond, Tensor[] history, Tensor coef, "

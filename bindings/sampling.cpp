@@ -12,28 +12,6 @@
 
 namespace pygen {
 
-namespace {
-
-// A per-row parameter: dtype, one value per row, on the logits' device, every value in
-// range (`ok`). Checked on the host: in place on the CPU, after a copy elsewhere (a
-// device sync, which the status check after the kernel needs anyway).
-template <class V, class Ok>
-at::Tensor row_param(const at::Tensor& t, const char* name, int64_t rows, const at::Tensor& logits, Ok ok,
-                     const char* range) {
-  const at::ScalarType dtype = c10::CppTypeToScalarType<V>::value;
-  TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
-  TORCH_CHECK_VALUE(t.numel() == rows, name, " must have one value per row (", rows, "), got ", t.numel());
-  TORCH_CHECK(t.device() == logits.device(), name, " must be on the logits' device ", logits.device(),
-              ", got ", t.device());
-  const at::Tensor c = t.contiguous();
-  const at::Tensor host = c.is_cpu() ? c : c.cpu();
-  const V* v = host.data_ptr<V>();
-  for (int64_t i = 0; i < rows; ++i) TORCH_CHECK_VALUE(ok(v[i]), name, " must be ", range, ", got ", v[i]);
-  return c;
-}
-
-}  // namespace
-
 CategoricalCall categorical_call(const at::Tensor& logits, const at::Tensor& temperature,
                                  const at::Tensor& top_k, const at::Tensor& top_p, const at::Tensor& min_p,
                                  const at::Tensor& seed, int64_t offset) {
@@ -53,13 +31,8 @@ CategoricalCall categorical_call(const at::Tensor& logits, const at::Tensor& tem
       row_param<float>(top_p, "top_p", rows, logits, [](float x) { return x > 0 && x <= 1; }, "in (0, 1]");
   call.min_p =
       row_param<float>(min_p, "min_p", rows, logits, [](float x) { return x >= 0 && x <= 1; }, "in [0, 1]");
-  TORCH_CHECK_TYPE(seed.scalar_type() == at::kLong, "seed must be int64, got ", seed.scalar_type());
-  TORCH_CHECK_VALUE(seed.numel() == rows, "seed must have one value per row (", rows, "), got ",
-                    seed.numel());
-  TORCH_CHECK(seed.device() == logits.device(), "seed must be on the logits' device ", logits.device(),
-              ", got ", seed.device());
   call.logits = logits.contiguous();
-  call.seed = seed.contiguous();
+  call.seed = seed_param(seed, rows, logits);
   const auto batch = logits.sizes().slice(0, logits.dim() - 1);
   call.token = at::empty(batch, logits.options().dtype(at::kLong));
   call.logprob = at::empty(batch, logits.options().dtype(at::kFloat));

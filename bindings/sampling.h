@@ -7,6 +7,35 @@
 
 namespace pygen {
 
+// A per-row parameter: dtype, one value per row, on the logits' device, every value in
+// range (`ok`). Checked on the host: in place on the CPU, after a copy elsewhere (a
+// device sync, which the status check after the kernel needs anyway). Returns it
+// contiguous, on the logits' device.
+template <class V, class Ok>
+at::Tensor row_param(const at::Tensor& t, const char* name, int64_t rows, const at::Tensor& logits, Ok ok,
+                     const char* range) {
+  const at::ScalarType dtype = c10::CppTypeToScalarType<V>::value;
+  TORCH_CHECK_TYPE(t.scalar_type() == dtype, name, " must be ", dtype, ", got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.numel() == rows, name, " must have one value per row (", rows, "), got ", t.numel());
+  TORCH_CHECK(t.device() == logits.device(), name, " must be on the logits' device ", logits.device(),
+              ", got ", t.device());
+  const at::Tensor c = t.contiguous();
+  const at::Tensor host = c.is_cpu() ? c : c.cpu();
+  const V* v = host.data_ptr<V>();
+  for (int64_t i = 0; i < rows; ++i) TORCH_CHECK_VALUE(ok(v[i]), name, " must be ", range, ", got ", v[i]);
+  return c;
+}
+
+// Per-row seeds: int64 (uint64 bit patterns), one per row, on the logits' device.
+inline at::Tensor seed_param(const at::Tensor& seed, int64_t rows, const at::Tensor& logits) {
+  TORCH_CHECK_TYPE(seed.scalar_type() == at::kLong, "seed must be int64, got ", seed.scalar_type());
+  TORCH_CHECK_VALUE(seed.numel() == rows, "seed must have one value per row (", rows, "), got ",
+                    seed.numel());
+  TORCH_CHECK(seed.device() == logits.device(), "seed must be on the logits' device ", logits.device(),
+              ", got ", seed.device());
+  return seed.contiguous();
+}
+
 // Checks the arguments of sample_categorical, allocates token / logprob / status, and
 // returns the kernel's params; the call holds every tensor the params point into.
 struct CategoricalCall {

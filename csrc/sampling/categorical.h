@@ -93,9 +93,12 @@ PYGEN_HD uint32_t radix_select_digit(const H* hist, H* needed) {
 // running sum passes the target, then the category in it. Returns the category and
 // sets *y_token to its scaled logit. The chunk sums were taken in another order than
 // this scan, so past a chunk's end (or the last chunk) the last weighted category wins.
+// Category `excluded` (-1: none) has no weight (the masked-diffusion steps' mask token:
+// their sums leave it out).
 template <class T>
 PYGEN_HD int64_t categorical_invert(const T* row, int64_t vocab, const double* sums, double target,
-                                    float inv_t, float y_max, float y_min, float w_min, float* y_token) {
+                                    float inv_t, float y_max, float y_min, float w_min, int64_t excluded,
+                                    float* y_token) {
   const int64_t n_chunks = categorical_chunks(vocab);
   double acc = 0;
   int64_t c = 0;
@@ -107,7 +110,7 @@ PYGEN_HD int64_t categorical_invert(const T* row, int64_t vocab, const double* s
   for (int64_t k = begin; k < end; ++k) {
     const float y = mul_rn(to_float(row[k]), inv_t);
     const double w = categorical_weight(y, y_max, y_min, w_min);
-    if (w == 0) continue;
+    if (w == 0 || k == excluded) continue;
     token = k;
     *y_token = y;
     if (acc + w > target) break;

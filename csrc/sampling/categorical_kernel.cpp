@@ -205,7 +205,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   const double target = categorical_uniform(uint64_t(p.seed[r]), p.offset, uint64_t(r)) * total;
   float y_token = 0;
   const int64_t token =
-      categorical_invert(row, V, chunk_sums.data(), target, inv_t, y_max, y_min, w_min, &y_token);
+      categorical_invert(row, V, chunk_sums.data(), target, inv_t, y_max, y_min, w_min, -1, &y_token);
   p.token[r] = token;
   p.logprob[r] = float(double(add_rn(y_token, -y_max)) - std::log(total));
   p.status[r] = kCategoricalOk;

@@ -5,6 +5,7 @@
 #include <cfloat>
 
 #include "cuda/sampling/categorical.h"
+#include "cuda/sampling/reduce.cuh"
 
 namespace pygen {
 
@@ -12,18 +13,6 @@ namespace {
 
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-
-__device__ float warp_max(float x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
-  return x;
-}
-
-__device__ double warp_sum(double x) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
 
 // A block-wide radix selection (4 passes of 8 bits) of the threshold key: `key(i)`
 // gives category i's key and whether it is a candidate, `amount(i)` what it counts
@@ -160,7 +149,7 @@ __global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chu
     for (int64_t c = 0; c < n_chunks; ++c) total += sums[c];
     const double target = categorical_uniform(uint64_t(p.seed[r]), p.offset, uint64_t(r)) * total;
     float y_token = 0;
-    const int64_t token = categorical_invert(row, V, sums, target, inv_t, y_max, y_min, w_min, &y_token);
+    const int64_t token = categorical_invert(row, V, sums, target, inv_t, y_max, y_min, w_min, -1, &y_token);
     p.token[r] = token;
     p.logprob[r] = float(double(add_rn(y_token, -y_max)) - log(total));
     p.status[r] = kCategoricalOk;

@@ -88,8 +88,9 @@ def randn(numel: int, seed: int, offset: int, dtype: torch.dtype, compute: torch
     return torch.stack(out, -1).reshape(-1)[:numel].to(dtype)
 
 
-def categorical_uniform(seeds: torch.Tensor, offset: int) -> torch.Tensor:
-    """Row r's 53-bit uniform of ``sample_categorical``: Philox block ``offset`` of substream r."""
+def substream_uniforms(seeds: torch.Tensor, offset: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two 53-bit uniforms of Philox block ``offset`` of substream r, for r < seeds.numel()
+    (row r's key is seeds[r]): words 0-1 and words 2-3."""
     rows = seeds.numel()
     r = torch.arange(rows, dtype=torch.int64)
     counter = torch.stack(
@@ -98,7 +99,14 @@ def categorical_uniform(seeds: torch.Tensor, offset: int) -> torch.Tensor:
     s = seeds.reshape(-1).to(torch.int64)
     key = torch.stack([s & MASK32, (s >> 32) & MASK32], -1)
     w = philox4x32_10(counter, key)
-    return uniform_grid((w[:, 0] << 21) | (w[:, 1] >> 11), 53)
+    return uniform_grid((w[:, 0] << 21) | (w[:, 1] >> 11), 53), uniform_grid(
+        (w[:, 2] << 21) | (w[:, 3] >> 11), 53
+    )
+
+
+def categorical_uniform(seeds: torch.Tensor, offset: int) -> torch.Tensor:
+    """Row r's 53-bit uniform of ``sample_categorical``: Philox block ``offset`` of substream r."""
+    return substream_uniforms(seeds, offset)[0]
 
 
 def sample_categorical(
@@ -145,6 +153,78 @@ def sample_categorical(
         tokens.append(j)
         logprobs.append(float(torch.log(w[j] / cdf[-1])))
     return torch.tensor(tokens).reshape(rows), torch.tensor(logprobs, dtype=torch.float32).reshape(rows)
+
+
+def _without_mask(logits: torch.Tensor, mask_id: int) -> torch.Tensor:
+    """float64 logits with the mask token's set to -inf (it is never drawn)."""
+    y = logits.double().clone()
+    y[..., mask_id] = -math.inf
+    return y
+
+
+def _draw_positions(logits, mask_id, temperature, seeds, offset):
+    """Every position's token as the masked-diffusion steps draw it (position b * L + l
+    uses substream b * L + l of seeds[b]), and both uniforms of its block: [B, L] each."""
+    batch, length, vocab = logits.shape
+    seeds_pos = seeds.reshape(-1).repeat_interleave(length)
+    token, _ = sample_categorical(
+        _without_mask(logits, mask_id).reshape(-1, vocab),
+        temperature.reshape(-1).double().repeat_interleave(length),
+        seeds_pos,
+        offset,
+    )
+    u_token, u_aux = substream_uniforms(seeds_pos, offset)
+    return token.reshape(batch, length), u_aux.reshape(batch, length)
+
+
+def unmask_ancestral(logits, x, mask_id, alpha_t, alpha_s, temperature, seeds, offset) -> torch.Tensor:
+    """Reference of ``pygen.ops.unmask_ancestral`` (per-row tensors of shape [B])."""
+    token, u_coin = _draw_positions(logits, mask_id, temperature, seeds, offset)
+    a_t, a_s = alpha_t.double()[:, None], alpha_s.double()[:, None]
+    p = torch.where(a_t < 1, (a_s - a_t) / (1 - a_t), 1.0)
+    return torch.where((x == mask_id) & (u_coin < p), token, x)
+
+
+def unmask_by_confidence(logits, x, mask_id, k, confidence, temperature, seeds, offset):
+    """Reference of ``pygen.ops.unmask_by_confidence``: float64 confidences, a stable sort
+    of each row's masked positions. Returns (new x, confidence)."""
+    token, u_random = _draw_positions(logits, mask_id, temperature, seeds, offset)
+    p = torch.softmax(_without_mask(logits, mask_id), -1)
+    if confidence == "probability":
+        score = p.gather(-1, token[..., None])[..., 0]
+    elif confidence == "margin":
+        top2 = p.topk(2, -1).values
+        score = top2[..., 0] - top2[..., 1]
+    else:
+        score = u_random
+    masked = x == mask_id
+    score = torch.where(masked, score, -math.inf)
+    out = x.clone()
+    for b in range(x.shape[0]):
+        order = sorted(torch.nonzero(masked[b])[:, 0].tolist(), key=lambda i: (-float(score[b, i]), i))
+        for i in order[: int(k[b])]:
+            out[b, i] = token[b, i]
+    return out, score
+
+
+def unmask_first_hitting(logits, x, mask_id, temperature, seeds, offset) -> torch.Tensor:
+    """Reference of ``pygen.ops.unmask_first_hitting``: row b uses substream b of seeds[b]."""
+    batch, length, vocab = logits.shape
+    _, u_position = substream_uniforms(seeds.reshape(-1), offset)
+    out = x.clone()
+    chosen = []
+    for b in range(batch):
+        masked = torch.nonzero(x[b] == mask_id)[:, 0]
+        n = len(masked)
+        chosen.append(int(masked[min(int(u_position[b] * n), n - 1)]) if n else -1)
+    rows = torch.stack([logits[b, max(pos, 0)] for b, pos in enumerate(chosen)])
+    token, _ = sample_categorical(
+        _without_mask(rows, mask_id), temperature.double(), seeds.reshape(-1), offset
+    )
+    for b, pos in enumerate(chosen):
+        if pos >= 0:
+            out[b, pos] = token[b]
+    return out
 
 
 def attention(

@@ -62,23 +62,30 @@ def sample_categorical(
     k = _per_row(top_k, logits.shape[-1], torch.int64, "top_k", rows, device)
     p = _per_row(top_p, 1.0, torch.float32, "top_p", rows, device)
     m = _per_row(min_p, 0.0, torch.float32, "min_p", rows, device)
-    if isinstance(seed, torch.Tensor):
-        if generator is not None:
-            raise ValueError("pass exactly one of seed= or generator=")
-        if seed.dtype != torch.int64:
-            raise TypeError(f"a seed tensor must be int64, got {seed.dtype}")
-        try:
-            seeds = seed.to(device).expand(rows).contiguous()
-        except RuntimeError:
-            raise ValueError(
-                f"seed of shape {tuple(seed.shape)} does not broadcast to {tuple(rows)}"
-            ) from None
-    else:
-        seeds = torch.full(rows, resolve_seed(seed, generator), dtype=torch.int64, device=device)
-    if not isinstance(offset, int) or not 0 <= offset < 1 << 63:
-        raise ValueError(f"offset must be an int in [0, 2**63), got {offset!r}")
+    seeds = _row_seeds(seed, generator, rows, device)
+    _check_offset(offset)
     token, logprob = torch.ops.pygen.sample_categorical(logits, temp, k, p, m, seeds, offset)
     return (token, logprob) if return_logprob else token
+
+
+def _row_seeds(seed, generator, rows, device) -> torch.Tensor:
+    """One int64 seed per row: a per-row seed tensor broadcast, or one seed (an int, or
+    drawn from ``generator``) for all rows."""
+    if not isinstance(seed, torch.Tensor):
+        return torch.full(rows, resolve_seed(seed, generator), dtype=torch.int64, device=device)
+    if generator is not None:
+        raise ValueError("pass exactly one of seed= or generator=")
+    if seed.dtype != torch.int64:
+        raise TypeError(f"a seed tensor must be int64, got {seed.dtype}")
+    try:
+        return seed.to(device).expand(rows).contiguous()
+    except RuntimeError:
+        raise ValueError(f"seed of shape {tuple(seed.shape)} does not broadcast to {tuple(rows)}") from None
+
+
+def _check_offset(offset) -> None:
+    if isinstance(offset, bool) or not isinstance(offset, int) or not 0 <= offset < 1 << 63:
+        raise ValueError(f"offset must be an int in [0, 2**63), got {offset!r}")
 
 
 def _per_row(value, default, dtype, name, rows, device) -> torch.Tensor:

@@ -1,0 +1,67 @@
+// CUDA implementation of the masked-diffusion steps: check, allocate, launch on the
+// current stream.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "bindings/masked_diffusion.h"
+#include "cuda/sampling/masked_diffusion.h"
+
+namespace pygen {
+
+namespace {
+
+// Float64 chunk-sum scratch for `units` positions (or rows) of the logits' vocab.
+at::Tensor chunk_scratch(const MaskedStepCall& call, int64_t units) {
+  return at::empty({units * categorical_chunks(call.params.vocab)}, call.logits.options().dtype(at::kDouble));
+}
+
+at::Tensor unmask_ancestral_cuda_op(const at::Tensor& logits, const at::Tensor& x, int64_t mask_id,
+                                    const at::Tensor& alpha_t, const at::Tensor& alpha_s,
+                                    const at::Tensor& temperature, const at::Tensor& seed, int64_t offset) {
+  const AncestralCall call = ancestral_call(logits, x, mask_id, alpha_t, alpha_s, temperature, seed, offset);
+  const c10::cuda::CUDAGuard guard(call.step.logits.device());
+  const at::Tensor sums = chunk_scratch(call.step, call.step.params.batch * call.step.params.length);
+  C10_CUDA_CHECK(
+      unmask_ancestral_cuda(call.params, sums.data_ptr<double>(), c10::cuda::getCurrentCUDAStream()));
+  raise_masked_status(call.step.status, call.step.params.length);  // waits for the kernel
+  return call.step.out;
+}
+
+std::tuple<at::Tensor, at::Tensor> unmask_by_confidence_cuda_op(const at::Tensor& logits, const at::Tensor& x,
+                                                                int64_t mask_id, const at::Tensor& k,
+                                                                c10::string_view confidence,
+                                                                const at::Tensor& temperature,
+                                                                const at::Tensor& seed, int64_t offset) {
+  const ConfidenceCall call = confidence_call(logits, x, mask_id, k, confidence, temperature, seed, offset);
+  const c10::cuda::CUDAGuard guard(call.step.logits.device());
+  const at::Tensor sums = chunk_scratch(call.step, call.step.params.batch * call.step.params.length);
+  C10_CUDA_CHECK(
+      unmask_by_confidence_cuda(call.params, sums.data_ptr<double>(), c10::cuda::getCurrentCUDAStream()));
+  raise_masked_status(call.step.status, call.step.params.length);
+  return {call.step.out, call.score};
+}
+
+at::Tensor unmask_first_hitting_cuda_op(const at::Tensor& logits, const at::Tensor& x, int64_t mask_id,
+                                        const at::Tensor& temperature, const at::Tensor& seed,
+                                        int64_t offset) {
+  const MaskedStepCall call = masked_step_call(logits, x, mask_id, temperature, seed, offset);
+  const c10::cuda::CUDAGuard guard(call.logits.device());
+  const at::Tensor sums = chunk_scratch(call, call.params.batch);
+  C10_CUDA_CHECK(
+      unmask_first_hitting_cuda(call.params, sums.data_ptr<double>(), c10::cuda::getCurrentCUDAStream()));
+  raise_masked_status(call.status, call.params.length);
+  return call.out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
+  m.impl("unmask_ancestral", unmask_ancestral_cuda_op);
+  m.impl("unmask_by_confidence", unmask_by_confidence_cuda_op);
+  m.impl("unmask_first_hitting", unmask_first_hitting_cuda_op);
+}
+
+}  // namespace pygen
