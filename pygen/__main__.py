@@ -12,7 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print the build report (pygen.info())")
     info.add_argument("--json", action="store_true", help="as JSON")
-    sub.add_parser("demo", help="run the demo of every family built in")
+    demo = sub.add_parser("demo", help="run the demo of every family built in")
+    demo.add_argument("--seconds", type=float, default=60.0, help="training time of each model family")
+    demo.add_argument("--out", default="pygen-demo", help="directory for the files the demo writes")
     bench = sub.add_parser("bench", help="run the benchmarks in bench/ against their baselines")
     bench.add_argument("family", nargs="?", help="one family (e.g. random); default: all")
     bench.add_argument("--device", default="cpu", help="cpu (default) or cuda")
@@ -83,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"held-out loss: {log[-1]['eval']:.4f} (checkpoint in {args.out}, samples in {grid})")
     elif args.command == "demo":
-        from pygen.demo import run
+        from pathlib import Path
 
-        run()
+        from pygen.demo import DemoOptions, run
+
+        run(DemoOptions(args.seconds, Path(args.out)))
     else:
         import torch
 

@@ -2,10 +2,11 @@
 
 Families add their part to PARTS: the foundation's reproducible Philox random numbers
 on every available device, then a Sparse Transformer LM and a diffusion model on 8x8
-digits, each trained for about a minute.
+digits, each trained for ``seconds`` (a minute by default). Files go to ``out``.
 """
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -13,13 +14,19 @@ import torch
 import pygen
 
 
-def build_report() -> None:
+@dataclass
+class DemoOptions:
+    seconds: float = 60.0  # training time of each model family
+    out: Path = Path("pygen-demo")  # where parts write files (sample grids)
+
+
+def build_report(options: DemoOptions) -> None:
     print("== pygen build ==")
     for key, value in pygen.info().items():
         print(f"  {key}: {value}")
 
 
-def random_numbers() -> None:
+def random_numbers(options: DemoOptions) -> None:
     print("\n== reproducible random numbers (Philox4x32-10) ==")
     devices = ["cpu"] + (["cuda"] if pygen.info()["cuda_available"] else [])
     first = {}
@@ -53,13 +60,13 @@ def _median_time(fn, repeats: int = 7) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def sparse_transformer(seconds: float = 60.0) -> None:
-    print("\n== Sparse Transformer LM (strided attention), trained for about a minute ==")
+def sparse_transformer(options: DemoOptions) -> None:
+    print(f"\n== Sparse Transformer LM (strided attention), trained for {options.seconds:g} s ==")
     from pygen.models.sparse_transformer import SparseTransformerConfig, fit
     from pygen.train import TrainConfig
 
     config = SparseTransformerConfig(context=256, dim=128, depth=2, heads=4, stride=16, block_size=16)
-    train_config = TrainConfig(steps=100_000, lr=2e-3, warmup=20, max_seconds=seconds, progress=False)
+    train_config = TrainConfig(steps=100_000, lr=2e-3, warmup=20, max_seconds=options.seconds, progress=False)
     model, log = fit(config, train_config, batch_size=16, eval_windows=64)
     print(f"  {log[-1]['step']} steps; held-out bits per byte: {log[-1]['eval']:.3f} (uniform bytes: 8)")
     text = model.generate(b"def ", 160, temperature=0.8, seed=2026)
@@ -67,14 +74,14 @@ def sparse_transformer(seconds: float = 60.0) -> None:
     print("    " + ("def " + text.decode("utf-8", "replace")).replace("\n", "\n    "))
 
 
-def diffusion(seconds: float = 60.0) -> None:
-    print("\n== Diffusion model (DiT, EDM objective) on 8x8 digits, trained for about a minute ==")
+def diffusion(options: DemoOptions) -> None:
+    print(f"\n== Diffusion model (DiT, EDM objective) on 8x8 digits, trained for {options.seconds:g} s ==")
     from pygen.models.diffusion import DiffusionConfig, fit, load_data, save_grid
     from pygen.solvers.analytic import sliced_wasserstein
     from pygen.train import TrainConfig
 
     config = DiffusionConfig(data="digits", objective="edm", dim=96, depth=3, heads=6)
-    train_config = TrainConfig(steps=100_000, lr=2e-3, warmup=20, max_seconds=seconds, progress=False)
+    train_config = TrainConfig(steps=100_000, lr=2e-3, warmup=20, max_seconds=options.seconds, progress=False)
     model, log = fit(config, train_config, batch_size=128)
     held_out = load_data("digits", "val")
     samples = model.sample(len(held_out), solver="dpmpp_2m", steps=10, seed=2026)
@@ -84,12 +91,12 @@ def diffusion(seconds: float = 60.0) -> None:
     print(
         f"  sliced Wasserstein to held-out digits (10 NFE, DPM-Solver++ 2M): {swd:.3f}, noise {swd_noise:.3f}"
     )
-    print(f"  sample grid: {save_grid(samples[:64], Path('pygen-demo') / 'diffusion-digits.png')}")
+    print(f"  sample grid: {save_grid(samples[:64], options.out / 'diffusion-digits.png')}")
 
 
 PARTS = [build_report, random_numbers, sparse_transformer, diffusion]
 
 
-def run() -> None:
+def run(options: DemoOptions | None = None) -> None:
     for part in PARTS:
-        part()
+        part(options or DemoOptions())

@@ -24,9 +24,11 @@ def test_info_json_matches_pygen_info():
     assert report["num_threads"] >= 1 and report["parallel_backend"] in ("OpenMP", "native")
 
 
-def test_demo_draws_reproducible_numbers():
-    out = run("demo")
+def test_demo_draws_reproducible_numbers(tmp_path):
+    out = run("demo", "--seconds", "5", "--out", str(tmp_path))
     assert "== pygen build ==" in out
     assert "cpu: same seed again is bit-identical: True" in out
     if pygen.info()["cuda_available"]:
         assert "cpu and cuda bit-identical: True" in out
+    assert "held-out bits per byte" in out and "sliced Wasserstein to held-out digits" in out
+    assert (tmp_path / "diffusion-digits.png").stat().st_size > 0
