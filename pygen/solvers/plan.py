@@ -41,7 +41,9 @@ class SamplingLoop:
     ``loop.t`` is the ``[B]`` time of the next model call at state ``loop.x``; pass the
     model's output to ``loop.step(out)`` (or ``(cond, uncond)`` with guidance) until
     ``loop.done``; ``loop.x`` is then the sample. Steps that need no model call (noise
-    injection) run on their own.
+    injection) run on their own when ``done``, ``t`` or ``step`` is next used. The
+    coefficient tables move to x's device at construction, so a loop built before
+    ``torch.cuda.graph`` can be captured from its first ``done`` on.
     """
 
     def __init__(
@@ -94,10 +96,10 @@ class SamplingLoop:
         self.plan, self.x, self.nfe, self._i = plan, x, 0, 0
         self._preds, self._states = {}, {}
         self.trajectory = [x] if return_trajectory else None
-        self._advance()
 
     @property
     def done(self) -> bool:
+        self._advance()
         return self._i == len(self.plan)
 
     @property
@@ -117,11 +119,10 @@ class SamplingLoop:
             out, uncond = out
         self._update(out, uncond)
         self.nfe += 1
-        self._advance()
         return self.x
 
     def _advance(self) -> None:
-        while not self.done and self.plan[self._i].t is None:
+        while self._i < len(self.plan) and self.plan[self._i].t is None:
             self._update(None, None)
 
     def _update(self, out, uncond) -> None:

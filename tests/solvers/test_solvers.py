@@ -10,6 +10,7 @@ import torch
 
 from pygen import solvers as S
 from pygen.solvers.analytic import GaussianMixture
+from tests.helpers import DEVICES
 
 GM = GaussianMixture.ring(variance=0.3, radius=1.5)
 VP, EDM, FLOW = S.VPLinear(), S.EDM(), S.Flow()  # shared, so references are cached
@@ -210,3 +211,47 @@ def test_bad_input():
         S.sample(model, x, schedule=S.Flow(), solver="heun", prediction="flow")
     with pytest.raises(ValueError, match="per-sample"):
         S.sample(model, x, schedule=sched, t_max=torch.tensor([1.0, 0.5]))
+
+
+def _smooth_model(x, t):
+    return torch.tanh(x) * 0.5 + 0.1 * t.reshape(-1, *[1] * (x.dim() - 1)) * x
+
+
+@pytest.mark.skipif("cuda" not in DEVICES, reason="no CUDA device, or pygen built without CUDA")
+def test_sde_sample_same_on_cpu_and_cuda():
+    sched = S.VPLinear()
+    x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    cpu = S.sample(_smooth_model, x, schedule=sched, solver="dpmpp_2m_sde", steps=12, seed=5)
+    cuda = S.sample(_smooth_model, x.cuda(), schedule=sched, solver="dpmpp_2m_sde", steps=12, seed=5)
+    torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif("cuda" not in DEVICES, reason="no CUDA device, or pygen built without CUDA")
+@pytest.mark.parametrize("solver", ["dpmpp_2m_sde", "unipc_bh2", "heun"])
+def test_loop_captures_in_a_cuda_graph(solver):
+    sched = S.VPLinear()
+    plan = (
+        S.build_plan(sched, solver, steps=8, s_churn=5.0)
+        if solver == "heun"
+        else S.build_plan(sched, solver, 8)
+    )
+    x = torch.randn(4, 256, device="cuda")
+
+    def run(x):
+        loop = S.SamplingLoop(plan, x, seed=3)
+        while not loop.done:
+            loop.step(_smooth_model(loop.x, loop.t))
+        return loop.x
+
+    eager = run(x)
+    static_x = x.clone()
+    loop = S.SamplingLoop(plan, static_x, seed=3)  # tables go to the device here, not in the capture
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        while not loop.done:
+            loop.step(_smooth_model(loop.x, loop.t))
+    graph.replay()
+    torch.testing.assert_close(loop.x, eager)
+    static_x.copy_(x * 0.5)
+    graph.replay()
+    torch.testing.assert_close(loop.x, run(x * 0.5))
