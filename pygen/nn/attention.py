@@ -126,7 +126,8 @@ class SparseTransformerBlock(nn.Module):
     ``1 / sqrt(2 * depth)`` (the paper's initialization, keeping the residual stream's
     scale independent of depth). ``recompute`` re-runs the block in the backward pass
     instead of storing its activations (the paper's gradient checkpointing); the
-    attention kernels already recompute the attention matrix.
+    attention kernels already recompute the attention matrix. ``causal=False`` makes it
+    bidirectional (masked-diffusion LMs).
     """
 
     def __init__(
@@ -139,10 +140,11 @@ class SparseTransformerBlock(nn.Module):
         mlp_ratio: int = 4,
         dropout: float = 0.0,
         recompute: bool = False,
+        causal: bool = True,
     ):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attn = Attention(dim, heads, causal=True, layout=layout)
+        self.attn = Attention(dim, heads, causal=causal, layout=layout)
         self.fc1, self.fc2 = nn.Linear(dim, mlp_ratio * dim), nn.Linear(mlp_ratio * dim, dim)
         self.dropout = nn.Dropout(dropout)
         self.recompute = recompute

@@ -31,4 +31,5 @@ def test_demo_draws_reproducible_numbers(tmp_path):
     if pygen.info()["cuda_available"]:
         assert "cpu and cuda bit-identical: True" in out
     assert "held-out bits per byte" in out and "sliced Wasserstein to held-out digits" in out
+    assert "held-out NELBO" in out and "float32 Gumbel" in out
     assert (tmp_path / "diffusion-digits.png").stat().st_size > 0
