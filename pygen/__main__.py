@@ -2,9 +2,34 @@
 
 import argparse
 import dataclasses
+import importlib
 import json
-import os
 import sys
+
+# name -> (module with fit() and the config, config class, default batch size, help, metric)
+TRAIN_FAMILIES = {
+    "sparse-transformer": (
+        "pygen.models.sparse_transformer",
+        "SparseTransformerConfig",
+        16,
+        "byte-level Sparse Transformer LM on Python text",
+        "held-out bits per byte",
+    ),
+    "diffusion": (
+        "pygen.models.diffusion",
+        "DiffusionConfig",
+        128,
+        "DiT diffusion / flow-matching model on 8x8 digits or 2-D toys (writes samples.png)",
+        "held-out loss",
+    ),
+    "masked-diffusion": (
+        "pygen.models.masked_diffusion",
+        "MaskedDiffusionConfig",
+        16,
+        "byte-level masked-diffusion LM on Python text",
+        "held-out NELBO in bits per byte",
+    ),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,33 +49,15 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--no-save", action="store_true", help="do not write bench/results/<device>.json")
     train = sub.add_parser("train", help="train a model family (under torchrun for several processes)")
     families = train.add_subparsers(dest="family", required=True)
-    st = families.add_parser("sparse-transformer", help="byte-level Sparse Transformer LM on Python text")
-    from pygen.models.sparse_transformer import SparseTransformerConfig
     from pygen.train import TrainConfig
 
-    _add_fields(st, SparseTransformerConfig)
-    _add_fields(st, TrainConfig)
-    st.add_argument("--batch-size", type=int, default=16)
-    st.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    st.add_argument("--out", default="checkpoints/sparse-transformer", help="checkpoint directory")
-    diff = families.add_parser("diffusion", help="DiT diffusion / flow-matching model on digits or 2-D toys")
-    from pygen.models.diffusion import DiffusionConfig
-
-    _add_fields(diff, DiffusionConfig)
-    _add_fields(diff, TrainConfig)
-    diff.add_argument("--batch-size", type=int, default=128)
-    diff.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    diff.add_argument("--out", default="checkpoints/diffusion", help="checkpoint directory")
-    diff.add_argument("--solver", default="dpmpp_2m", help="sampler for the grid written at the end")
-    diff.add_argument("--sample-steps", type=int, default=10)
-    mdlm = families.add_parser("masked-diffusion", help="byte-level masked-diffusion LM on Python text")
-    from pygen.models.masked_diffusion import MaskedDiffusionConfig
-
-    _add_fields(mdlm, MaskedDiffusionConfig)
-    _add_fields(mdlm, TrainConfig)
-    mdlm.add_argument("--batch-size", type=int, default=16)
-    mdlm.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    mdlm.add_argument("--out", default="checkpoints/masked-diffusion", help="checkpoint directory")
+    for name, (module, config_name, batch, text, _) in TRAIN_FAMILIES.items():
+        family = families.add_parser(name, help=text)
+        _add_fields(family, getattr(importlib.import_module(module), config_name))
+        _add_fields(family, TrainConfig)
+        family.add_argument("--batch-size", type=int, default=batch)
+        family.add_argument("--device", default="cuda" if _cuda() else "cpu")
+        family.add_argument("--out", default=f"checkpoints/{name}", help="checkpoint directory")
     args = parser.parse_args(argv)
 
     if args.command == "info":
@@ -63,47 +70,15 @@ def main(argv: list[str] | None = None) -> int:
             width = max(map(len, report))
             for key, value in report.items():
                 print(f"{key:<{width}}  {value}")
-    elif args.command == "train" and args.family == "sparse-transformer":
-        from pygen.models.sparse_transformer import fit
-
-        _, log = fit(
-            _pick(args, SparseTransformerConfig),
-            _pick(args, TrainConfig),
-            batch_size=args.batch_size,
-            device=args.device,
-            out=args.out,
-        )
-        if log:
-            print(f"held-out bits per byte: {log[-1]['eval']:.4f} (checkpoint in {args.out})")
-    elif args.command == "train" and args.family == "masked-diffusion":
-        from pygen.models.masked_diffusion import fit
-
-        _, log = fit(
-            _pick(args, MaskedDiffusionConfig),
-            _pick(args, TrainConfig),
-            batch_size=args.batch_size,
-            device=args.device,
-            out=args.out,
-        )
-        if log:
-            print(f"held-out NELBO: {log[-1]['eval']:.4f} bits per byte (checkpoint in {args.out})")
     elif args.command == "train":
-        from pathlib import Path
-
-        from pygen.models.diffusion import fit, save_grid
-
-        model, log = fit(
-            _pick(args, DiffusionConfig),
-            _pick(args, TrainConfig),
-            batch_size=args.batch_size,
-            device=args.device,
-            out=args.out,
+        module, config_name, _, _, metric = TRAIN_FAMILIES[args.family]
+        module = importlib.import_module(module)
+        config = _pick(args, getattr(module, config_name))
+        _, log = module.fit(
+            config, _pick(args, TrainConfig), batch_size=args.batch_size, device=args.device, out=args.out
         )
-        if log and int(os.environ.get("RANK", "0")) == 0:
-            grid = save_grid(
-                model.sample(64, solver=args.solver, steps=args.sample_steps), Path(args.out) / "samples.png"
-            )
-            print(f"held-out loss: {log[-1]['eval']:.4f} (checkpoint in {args.out}, samples in {grid})")
+        if log:
+            print(f"{metric}: {log[-1]['eval']:.4f} (checkpoint in {args.out})")
     elif args.command == "demo":
         from pathlib import Path
 

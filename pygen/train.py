@@ -6,6 +6,7 @@ nccl on CUDA; each rank draws its own batches).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -49,6 +50,29 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
 
     path = Path(path)
     return json.loads((path / "config.json").read_text()), load_file(str(path / "model.safetensors"))
+
+
+class Checkpointable:
+    """``save``/``load`` for an ``nn.Module`` built from a config dataclass
+    (``self.config``): the subclass names its ``family`` and ``config_class``."""
+
+    family: str
+    config_class: type
+
+    def save(self, path: str | Path) -> None:
+        """Writes ``path/model.safetensors`` (weights) and ``path/config.json``."""
+        save_checkpoint(self, {"family": self.family, **dataclasses.asdict(self.config)}, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu"):
+        """The model saved at ``path``, on ``device``."""
+        config, state = load_checkpoint(path)
+        family = config.pop("family", cls.family)
+        if family != cls.family:
+            raise ValueError(f"{path} holds a {family!r} checkpoint, not {cls.family!r}")
+        model = cls(cls.config_class(**config))
+        model.load_state_dict(state)
+        return model.to(device)
 
 
 def _distributed() -> tuple[int, int]:

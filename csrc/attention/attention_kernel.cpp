@@ -19,11 +19,6 @@ namespace {
 
 constexpr int kLanes = 16;  // tile sizes are multiples of 16, so rows split into lanes evenly
 
-// Kernels compute in float32 for every input dtype but float64, which computes in float64
-// (the precision gradcheck and references need, at a price in speed).
-template <class T>
-using AccOf = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
 template <class A>
 inline __attribute__((always_inline)) A exp_nonpos(A x) {
   if constexpr (std::is_same_v<A, double>)

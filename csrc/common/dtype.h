@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "csrc/common/hd.h"
 #include "csrc/common/math.h"
@@ -29,6 +30,27 @@ PYGEN_HD float to_float(float x) { return x; }
 PYGEN_HD float to_float(double x) { return float(x); }
 PYGEN_HD float to_float(Half x) { return f16_bits_to_f32(x.bits); }
 PYGEN_HD float to_float(BFloat16 x) { return bf16_bits_to_f32(x.bits); }
+
+// The type kernels compute in: float64 for float64 data (the precision gradcheck and
+// the references need), float32 for the rest.
+template <class T>
+using AccOf = std::conditional_t<std::is_same_v<T, double>, double, float>;
+
+// An element in its compute type, and back (16-bit floats round to nearest even).
+template <class T>
+PYGEN_HD AccOf<T> to_acc(T v) {
+  if constexpr (std::is_same_v<T, double>)
+    return v;
+  else
+    return to_float(v);
+}
+template <class T>
+PYGEN_HD T from_acc(AccOf<T> v) {
+  if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>)
+    return v;
+  else
+    return T::round(v);
+}
 
 // Calls f(T{}) with the element type `dtype` names: float, double, Half or BFloat16.
 template <class F>

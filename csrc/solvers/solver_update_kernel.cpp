@@ -16,29 +16,9 @@ namespace {
 
 constexpr int kTileBlocks = 16;
 
-// Compute type: float64 for float64 data, float32 otherwise.
-template <class T>
-using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-template <class T>
-PYGEN_HD Acc<T> load(T v) {
-  if constexpr (std::is_same_v<T, double>)
-    return v;
-  else
-    return to_float(v);
-}
-
-template <class T>
-PYGEN_HD T store(Acc<T> v) {
-  if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>)
-    return v;
-  else
-    return T::round(v);
-}
-
 template <class T>
 void update(const SolverUpdateParams& p) {
-  using C = Acc<T>;
+  using C = AccOf<T>;
   constexpr int V = Normal<C>::kPerBlock;
   constexpr int kTile = kTileBlocks * V;
   const int64_t total = p.batch * p.numel;
@@ -68,41 +48,41 @@ void update(const SolverUpdateParams& p) {
         const double* cf = p.coef + b * ncoef;
         if (out) {
           if (p.thresh) {
-            const C s = C(p.thresh[b]), inv = C(1) / s;
-            for (int j = 0; j < n; ++j) pred[j] = std::min(std::max(load(out[i0 + j]), -s), s) * inv;
+            const C s = C(p.thresh[b]);  // divided, not multiplied by 1 / s: as on CUDA
+            for (int j = 0; j < n; ++j) pred[j] = std::min(std::max(to_acc(out[i0 + j]), -s), s) / s;
           } else {
             const C cx = C(cf[kCoefCx]), co = C(cf[kCoefCo]);
             if (uncond) {
               const C gw = C(cf[kCoefW]);
               for (int j = 0; j < n; ++j) {
-                const C u = load(uncond[i0 + j]);
-                pred[j] = cx * load(x[i0 + j]) + co * (u + gw * (load(out[i0 + j]) - u));
+                const C u = to_acc(uncond[i0 + j]);
+                pred[j] = cx * to_acc(x[i0 + j]) + co * (u + gw * (to_acc(out[i0 + j]) - u));
               }
             } else {
-              for (int j = 0; j < n; ++j) pred[j] = cx * load(x[i0 + j]) + co * load(out[i0 + j]);
+              for (int j = 0; j < n; ++j) pred[j] = cx * to_acc(x[i0 + j]) + co * to_acc(out[i0 + j]);
             }
           }
           if (pred_out)
-            for (int j = 0; j < n; ++j) pred_out[i0 + j] = store<T>(pred[j]);
+            for (int j = 0; j < n; ++j) pred_out[i0 + j] = from_acc<T>(pred[j]);
         }
         if (y_out) {
           const C a = C(cf[kCoefA]);
           if (out) {
             const C bp = C(cf[kCoefBp]);
-            for (int j = 0; j < n; ++j) acc[j] = a * load(x[i0 + j]) + bp * pred[j];
+            for (int j = 0; j < n; ++j) acc[j] = a * to_acc(x[i0 + j]) + bp * pred[j];
           } else {
-            for (int j = 0; j < n; ++j) acc[j] = a * load(x[i0 + j]);
+            for (int j = 0; j < n; ++j) acc[j] = a * to_acc(x[i0 + j]);
           }
           for (int h = 0; h < p.n_hist; ++h) {
             const T* hj = static_cast<const T*>(p.hist[h]);
             const C bh = C(cf[kSolverCoefHistory + h]);
-            for (int j = 0; j < n; ++j) acc[j] += bh * load(hj[i0 + j]);
+            for (int j = 0; j < n; ++j) acc[j] += bh * to_acc(hj[i0 + j]);
           }
           if (p.noise) {
             const C c = C(cf[kCoefC]);
             for (int j = 0; j < n; ++j) acc[j] += c * noise[o + j];
           }
-          for (int j = 0; j < n; ++j) y_out[i0 + j] = store<T>(acc[j]);
+          for (int j = 0; j < n; ++j) y_out[i0 + j] = from_acc<T>(acc[j]);
         }
         i0 = i1;
       }

@@ -13,27 +13,8 @@ namespace {
 constexpr int kThreads = 256;
 
 template <class T>
-using Acc = std::conditional_t<std::is_same_v<T, double>, double, float>;
-
-template <class T>
-__device__ Acc<T> load(T v) {
-  if constexpr (std::is_same_v<T, double>)
-    return v;
-  else
-    return to_float(v);
-}
-
-template <class T>
-__device__ T store(Acc<T> v) {
-  if constexpr (std::is_same_v<T, double> || std::is_same_v<T, float>)
-    return v;
-  else
-    return T::round(v);
-}
-
-template <class T>
 __global__ void update_kernel(SolverUpdateParams p) {
-  using C = Acc<T>;
+  using C = AccOf<T>;
   constexpr int V = Normal<C>::kPerBlock;
   const int64_t total = p.batch * p.numel;
   const int64_t nblocks = (total + V - 1) / V;
@@ -56,24 +37,24 @@ __global__ void update_kernel(SolverUpdateParams p) {
       if (out) {
         if (p.thresh) {
           const C s = C(p.thresh[b]);
-          pred = fmin(fmax(load(out[i]), -s), s) / s;
+          pred = fmin(fmax(to_acc(out[i]), -s), s) / s;
         } else {
-          C g = load(out[i]);
+          C g = to_acc(out[i]);
           if (uncond) {
-            const C u = load(uncond[i]);
+            const C u = to_acc(uncond[i]);
             g = u + C(cf[kCoefW]) * (g - u);
           }
-          pred = C(cf[kCoefCx]) * load(x[i]) + C(cf[kCoefCo]) * g;
+          pred = C(cf[kCoefCx]) * to_acc(x[i]) + C(cf[kCoefCo]) * g;
         }
-        if (pred_out) pred_out[i] = store<T>(pred);
+        if (pred_out) pred_out[i] = from_acc<T>(pred);
       }
       if (y_out) {
-        C acc = C(cf[kCoefA]) * load(x[i]);
+        C acc = C(cf[kCoefA]) * to_acc(x[i]);
         if (out) acc += C(cf[kCoefBp]) * pred;
         for (int h = 0; h < p.n_hist; ++h)
-          acc += C(cf[kSolverCoefHistory + h]) * load(static_cast<const T*>(p.hist[h])[i]);
+          acc += C(cf[kSolverCoefHistory + h]) * to_acc(static_cast<const T*>(p.hist[h])[i]);
         if (p.noise) acc += C(cf[kCoefC]) * noise[v];
-        y_out[i] = store<T>(acc);
+        y_out[i] = from_acc<T>(acc);
       }
     }
   }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +19,7 @@ from torch import nn
 from pygen import solvers
 from pygen.nn.attention import Attention
 from pygen.solvers.analytic import GaussianMixture
-from pygen.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from pygen.train import Checkpointable, TrainConfig, train
 
 OBJECTIVES = ("edm", "eps", "flow")
 DATASETS = ("digits", "ring", "moons")
@@ -82,13 +82,15 @@ class DiTBlock(nn.Module):
         return x + g2 * self.mlp(self.norm2(x) * (1 + s2) + b2)
 
 
-class DiffusionModel(nn.Module):
+class DiffusionModel(Checkpointable, nn.Module):
     """A DiT on ``[B, C, H, W]`` data and its training objective.
 
     ``denoiser(x, t)`` is the prediction the objective trains (``x0`` for EDM, ``eps``
     for VP, the velocity for flow matching), ``model_fn()`` hands it to
     :func:`pygen.solvers.sample` with the matching ``schedule`` and ``prediction``.
     """
+
+    family, config_class = "diffusion", DiffusionConfig
 
     def __init__(self, config: DiffusionConfig):
         super().__init__()
@@ -194,17 +196,6 @@ class DiffusionModel(nn.Module):
             **options,
         )
 
-    def save(self, path: str | Path) -> None:
-        save_checkpoint(self, {"family": "diffusion", **asdict(self.config)}, path)
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> DiffusionModel:
-        config, state = load_checkpoint(path)
-        config.pop("family", None)
-        model = cls(DiffusionConfig(**config))
-        model.load_state_dict(state)
-        return model.to(device)
-
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int = 8) -> Path:
     """Writes ``[N, 1, H, W]`` images in [-1, 1] as a PNG grid, or 2-D points as a scatter."""
@@ -244,7 +235,8 @@ def fit(
     device: str = "cpu",
     out: str | Path | None = None,
 ) -> tuple[DiffusionModel, list[dict]]:
-    """Trains on :func:`load_data`; the evaluation is the held-out loss."""
+    """Trains on :func:`load_data`; the evaluation is the held-out loss. With ``out``,
+    saves the model there (rank 0) and a grid of 64 samples (10 NFE) as samples.png."""
     torch.manual_seed(train_config.seed)
     model = DiffusionModel(config).to(device)
     data, held_out = load_data(config.data, "train").to(device), load_data(config.data, "val").to(device)
@@ -261,4 +253,5 @@ def fit(
     log = train(model, batches, train_config, evaluate)
     if out is not None and int(os.environ.get("RANK", "0")) == 0:
         model.save(out)
+        save_grid(model.sample(64, steps=10), Path(out) / "samples.png")
     return model, log

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from pygen.data import python_text, random_windows
 from pygen.nn.attention import SparseTransformerBlock
 from pygen.ops import masked_diffusion as md
-from pygen.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from pygen.train import Checkpointable, TrainConfig, train
 
 SAMPLERS = ("ancestral", "first_hitting", "confidence")
 MASK = 256  # the mask token: one past the bytes
@@ -35,9 +35,11 @@ class MaskedDiffusionConfig:
     t_min: float = 1e-3  # the smallest masking rate drawn in training
 
 
-class MaskedDiffusionLM(nn.Module):
+class MaskedDiffusionLM(Checkpointable, nn.Module):
     """``forward(x [B, L] int64 in 0..256, 256 = mask) -> logits [B, L, 257]`` over the
     256 bytes, with the mask token's logit -inf (it is never predicted)."""
+
+    family, config_class = "masked-diffusion", MaskedDiffusionConfig
 
     def __init__(self, config: MaskedDiffusionConfig):
         super().__init__()
@@ -136,18 +138,6 @@ class MaskedDiffusionLM(nn.Module):
         else:
             x = md.sample_by_confidence(model, x, MASK, steps, temperature=temperature, seed=seed)
         return [bytes(row.tolist()) for row in x.cpu()]
-
-    def save(self, path: str | Path) -> None:
-        """Writes ``path/model.safetensors`` and ``path/config.json``."""
-        save_checkpoint(self, {"family": "masked-diffusion", **asdict(self.config)}, path)
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> MaskedDiffusionLM:
-        config, state = load_checkpoint(path)
-        config.pop("family", None)
-        model = cls(MaskedDiffusionConfig(**config))
-        model.load_state_dict(state)
-        return model.to(device)
 
 
 def fit(

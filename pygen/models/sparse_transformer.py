@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from torch import nn
 from pygen.data import python_text, random_windows
 from pygen.nn.attention import SparseTransformerBlock, sparse_transformer_layout
 from pygen.ops.sampling import sample_categorical
-from pygen.train import TrainConfig, load_checkpoint, save_checkpoint, train
+from pygen.train import Checkpointable, TrainConfig, train
 
 
 @dataclass
@@ -34,9 +34,11 @@ class SparseTransformerConfig:
     vocab: int = 256
 
 
-class SparseTransformerLM(nn.Module):
+class SparseTransformerLM(Checkpointable, nn.Module):
     """Byte-level autoregressive LM: ``forward(tokens [B, L] int64) -> logits [B, L, 256]``
     with ``L <= context`` (shorter inputs are padded to ``context`` inside)."""
+
+    family, config_class = "sparse-transformer", SparseTransformerConfig
 
     def __init__(self, config: SparseTransformerConfig):
         super().__init__()
@@ -113,18 +115,6 @@ class SparseTransformerLM(nn.Module):
             tokens = torch.cat([tokens, nxt[:, None]], 1)
             out.append(int(nxt))
         return bytes(out)
-
-    def save(self, path: str | Path) -> None:
-        """Writes ``path/model.safetensors`` and ``path/config.json``."""
-        save_checkpoint(self, {"family": "sparse-transformer", **asdict(self.config)}, path)
-
-    @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SparseTransformerLM:
-        config, state = load_checkpoint(path)
-        config.pop("family", None)
-        model = cls(SparseTransformerConfig(**config))
-        model.load_state_dict(state)
-        return model.to(device)
 
 
 def fit(

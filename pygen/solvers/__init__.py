@@ -17,7 +17,7 @@ import torch
 from pygen.solvers import methods
 from pygen.solvers.diffusers_compat import DiffusersSampler, from_diffusers_config
 from pygen.solvers.grids import Grid, grid_from_sigmas, time_grid
-from pygen.solvers.plan import SamplingLoop, Step
+from pygen.solvers.plan import SamplingLoop, Step, run_loop
 from pygen.solvers.predictions import PREDICTIONS, conversion
 from pygen.solvers.schedules import EDM, VE, Flow, Schedule, VPCosine, VPDiscrete, VPLinear
 
@@ -157,17 +157,7 @@ def sample(
         threshold_max=threshold_max,
         return_trajectory=return_trajectory,
     )
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=sum(s.t is not None for s in plan), desc=f"sampling ({solver})", unit="nfe")
-    while not loop.done:
-        loop.step(model_fn(loop.x, loop.t))
-        if bar is not None:
-            bar.update()
-    if bar is not None:
-        bar.close()
+    run_loop(loop, model_fn, progress, f"sampling ({solver})")
     result = (
         (loop.x,) + ((loop.nfe,) if return_nfe else ()) + ((loop.trajectory,) if return_trajectory else ())
     )

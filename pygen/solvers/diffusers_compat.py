@@ -15,7 +15,7 @@ import torch
 
 from pygen.solvers import methods
 from pygen.solvers.grids import Grid
-from pygen.solvers.plan import SamplingLoop
+from pygen.solvers.plan import SamplingLoop, run_loop
 from pygen.solvers.schedules import VPDiscrete
 
 _PREDICTION = {"epsilon": "eps", "sample": "x0", "v_prediction": "v"}
@@ -181,17 +181,7 @@ class DiffusersSampler:
         loop = SamplingLoop(
             plan, x, seed=seed, generator=generator, threshold_ratio=ratio, threshold_max=tmax
         )
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=sum(s.t is not None for s in plan), desc=f"sampling ({self.solver})", unit="nfe")
-        while not loop.done:
-            loop.step(model_fn(loop.x, loop.t))
-            if bar is not None:
-                bar.update()
-        if bar is not None:
-            bar.close()
+        run_loop(loop, model_fn, progress, f"sampling ({self.solver})")
         return loop.x
 
 

@@ -152,3 +152,20 @@ class SamplingLoop:
         if self.trajectory is not None:
             self.trajectory.append(self.x)
         self._i += 1
+
+
+def run_loop(loop: SamplingLoop, model_fn, progress: bool = False, desc: str = "sampling") -> SamplingLoop:
+    """Calls ``model_fn(loop.x, loop.t)`` until the loop is done (a tqdm bar over the
+    model calls with ``progress``); returns the loop."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(s.t is not None for s in loop.plan), desc=desc, unit="nfe")
+    while not loop.done:
+        loop.step(model_fn(loop.x, loop.t))
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
+    return loop
