@@ -90,7 +90,7 @@ class DiffusersSampler:
         offset = self.config.get("steps_offset", 0)
         if spacing not in ("linspace", "leading", "trailing"):
             raise ValueError(f"timestep_spacing {spacing!r} is not supported (linspace, leading, trailing)")
-        if self.solver in ("dpmpp", "deis", "unipc"):  # steps + 1 points, the last dropped
+        if self.solver in ("dpmpp", "deis", "unipc", "pygen"):  # steps + 1 points, the last dropped
             if spacing == "linspace":
                 return np.linspace(0, n - 1, steps + 1).round()[::-1][:-1].copy().astype(np.int64)
             if spacing == "leading":
@@ -199,16 +199,21 @@ def from_diffusers_config(config: dict, solver: str | None = None) -> DiffusersS
             ``timestep_spacing``, ``steps_offset``, ``use_karras_sigmas``,
             ``final_sigmas_type``, ``lower_order_final``, ``euler_at_final`` and
             ``thresholding`` are honored; options pygen does not implement raise.
-        solver: the scheduler's class name, when ``config`` is a dict without
-            ``_class_name``.
+        solver: None (the scheduler ``config`` names), a scheduler class name (for a
+            dict without ``_class_name``), or a name in :data:`pygen.solvers.SOLVERS`:
+            that solver on the config's betas, prediction type and timestep spacing
+            (the multistep schedulers' timesteps, ending at sigma = 0), e.g. UniPC for
+            a pipeline shipped with DDIM.
 
     Returns:
         a :class:`DiffusersSampler`: ``.sample(model_fn, x, steps)``,
         ``.init_noise_sigma(steps)``, ``.timesteps(steps)``.
     """
+    from pygen.solvers import SOLVERS
+
     if hasattr(config, "config"):  # a scheduler object
-        solver, config = solver or type(config).__name__, dict(config.config)
-    name = solver or config.get("_class_name")
+        config = {"_class_name": type(config).__name__, **dict(config.config)}
+    name = config.get("_class_name") if solver is None or solver in SOLVERS else solver
     config = {**_DEFAULTS.get(name, {}), **config}
     pred = config.get("prediction_type", "epsilon")
     if pred not in _PREDICTION:
@@ -245,6 +250,15 @@ def from_diffusers_config(config: dict, solver: str | None = None) -> DiffusersS
             )
 
         return DiffusersSampler(config, "dpmpp", {"builder": builder}, threshold)
+    if solver in SOLVERS:  # the config's noise schedule and timesteps, pygen's solver
+
+        def pygen_builder(ctx):
+            return SOLVERS[solver](ctx)
+
+        if config.get("use_karras_sigmas", False):
+            raise ValueError("use_karras_sigmas is not supported with a pygen solver")
+        config.setdefault("timestep_spacing", "linspace")
+        return DiffusersSampler(config, "pygen", {"builder": pygen_builder}, threshold)
     if name in ("DEISMultistepScheduler", "UniPCMultistepScheduler"):
         if config.get("use_karras_sigmas", False):
             raise ValueError(f"use_karras_sigmas is not supported for {name}")

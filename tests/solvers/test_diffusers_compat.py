@@ -72,6 +72,21 @@ def test_matches_diffusers(name, config, steps):
     assert ((out - ref).abs().max() / ref.abs().max()).item() < 1e-5
 
 
+def test_pygen_solver_on_a_diffusers_config():
+    noise = torch.randn(2, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    config = diffusers.DPMSolverMultistepScheduler(**SD)
+    same = from_diffusers_config(config, solver="dpmpp_2m").sample(model, noise, 12)
+    torch.testing.assert_close(
+        same, from_diffusers_config(config).sample(model, noise, 12), rtol=1e-12, atol=1e-12
+    )
+    ddim = diffusers.DDIMScheduler(clip_sample=False, **SD)
+    out = from_diffusers_config(ddim, solver="unipc_bh2").sample(model, noise, 12)
+    assert torch.isfinite(out).all()
+    assert from_diffusers_config(ddim, solver="unipc_bh2").timesteps(12).tolist() == pytest.approx(
+        run_diffusers(diffusers.UniPCMultistepScheduler(timestep_spacing="leading", **SD), 12, noise)[1]
+    )
+
+
 def test_unipc_bh1_to_zero_is_finite():
     sampler = from_diffusers_config(diffusers.UniPCMultistepScheduler(solver_type="bh1"))
     assert torch.isfinite(sampler.sample(model, torch.randn(2, 8, dtype=torch.float64), 7)).all()
