@@ -8,6 +8,7 @@ variable: continuous t, a training step index for :class:`VPDiscrete`, sigma for
 :class:`EDM`) and returns the prediction named by ``prediction``.
 """
 
+import functools
 from collections.abc import Callable
 from functools import partial
 
@@ -84,6 +85,27 @@ def build_plan(
         return SOLVERS[solver](methods.Context(grid, schedule, prediction), **options)
 
 
+def _frozen(options: dict) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_plan(
+    schedule, solver, steps, prediction, spacing, t_max, t_min, final_zero, options
+) -> list[Step]:
+    return build_plan(
+        schedule,
+        solver,
+        steps,
+        prediction,
+        spacing=spacing,
+        t_max=t_max,
+        t_min=t_min,
+        final_zero=final_zero,
+        **dict(options),
+    )
+
+
 def sample(
     model_fn: Callable,
     x: torch.Tensor,
@@ -135,18 +157,24 @@ def sample(
     Returns:
         the sample (x's shape and dtype), or a tuple with ``nfe`` and/or the trajectory.
     """
-    plan = build_plan(
-        schedule,
-        solver,
-        steps,
-        prediction,
-        grid=grid,
-        spacing=spacing,
-        t_max=t_max,
-        t_min=t_min,
-        final_zero=final_zero,
-        **options,
-    )
+    if grid is None and all(v is None or isinstance(v, (int, float)) for v in (t_max, t_min)):
+        # The same sampler again (every batch of a pipeline): reuse its plan.
+        plan = _cached_plan(
+            schedule, solver, steps, prediction, spacing, t_max, t_min, final_zero, _frozen(options)
+        )
+    else:
+        plan = build_plan(
+            schedule,
+            solver,
+            steps,
+            prediction,
+            grid=grid,
+            spacing=spacing,
+            t_max=t_max,
+            t_min=t_min,
+            final_zero=final_zero,
+            **options,
+        )
     loop = SamplingLoop(
         plan,
         x,

@@ -32,7 +32,7 @@ class Step:
 
     @property
     def noisy(self) -> bool:
-        return bool(np.any(np.asarray(self.c) != 0))
+        return bool(np.any(self.c))
 
 
 class SamplingLoop:
@@ -64,7 +64,8 @@ class SamplingLoop:
         batch, device = x.shape[0], x.device
         self.guided = guidance is not None
         w = np.asarray(0.0 if guidance is None else torch.as_tensor(guidance).cpu(), dtype=np.float64)
-        self._seed = resolve_seed(seed, generator) if any(s.noisy for s in plan) else 0
+        self._noisy = [s.noisy for s in plan]
+        self._seed = resolve_seed(seed, generator) if any(self._noisy) else 0
         self._offset = offset
         self._blocks = philox_blocks(x.numel(), torch.float64 if x.dtype == torch.float64 else torch.float32)
         self._threshold = (float(threshold_ratio), float(threshold_max))
@@ -137,13 +138,13 @@ class SamplingLoop:
             out=out,
             uncond=uncond,
             history=operands,
-            noise=s.noisy,
+            noise=self._noisy[i],
             seed=self._seed,
             offset=self._offset,
             threshold_ratio=ratio if out is not None else 0.0,
             threshold_max=tmax,
         )
-        if s.noisy:
+        if self._noisy[i]:
             self._offset += self._blocks
         if out is not None and ("pred", self.nfe) in self._last_use:
             self._preds[self.nfe] = pred
