@@ -150,20 +150,17 @@ def dpm_solver(ctx: Context, order: int = 2) -> list[Step]:
         t1, al1, si1 = point(i, r1, h)
         # u1 = (alpha_s1/alpha_s) x - sigma_s1 (e^(r1 h) - 1) eps_s
         plan.append(ctx.eval_step(i, "eps", a=al1 / a0, bp=-si1 * np.expm1(r1 * h), save="s"))
-        cx1, co1 = ctx.convert(None, "eps", t1)
+
+        def combine(t, a_s, b_s, g, e0=e0):
+            """a_s x_s + b_s eps_s + g (eps(t) - eps_s), with a model call at t."""
+            cx, co = ctx.convert(None, "eps", t)
+            return Step(
+                t=t, cx=cx, co=co, a=0.0, bp=g, operands=[(("state", "s"), a_s), (_pred(e0), b_s - g)]
+            )
+
         if k == 2:
             # x_t = first - sigma_t/(2 r1) (e^h - 1) (eps_1 - eps_s)
-            g = -s1 / (2 * r1) * np.expm1(h)
-            plan.append(
-                Step(
-                    t=t1,
-                    cx=cx1,
-                    co=co1,
-                    a=0.0,
-                    bp=g,
-                    operands=[(("state", "s"), first[0]), (_pred(e0), first[1] - g)],
-                )
-            )
+            plan.append(combine(t1, first[0], first[1], -s1 / (2 * r1) * np.expm1(h)))
             evals += 2
             continue
         r2 = 2 / 3
@@ -171,29 +168,9 @@ def dpm_solver(ctx: Context, order: int = 2) -> list[Step]:
         # u2 = (a_s2/a_s) x - s_s2 (e^(r2 h) - 1) eps_s
         #      - s_s2 r2/r1 ((e^(r2 h) - 1)/(r2 h) - 1) (eps_1 - eps_s)
         g = -si2 * r2 / r1 * (np.expm1(r2 * h) / (r2 * h) - 1)
-        plan.append(
-            Step(
-                t=t1,
-                cx=cx1,
-                co=co1,
-                a=0.0,
-                bp=g,
-                operands=[(("state", "s"), al2 / a0), (_pred(e0), -si2 * np.expm1(r2 * h) - g)],
-            )
-        )
-        cx2, co2 = ctx.convert(None, "eps", t2)
+        plan.append(combine(t1, al2 / a0, -si2 * np.expm1(r2 * h), g))
         # x_t = first - sigma_t / r2 ((e^h - 1)/h - 1) (eps_2 - eps_s)
-        g = -s1 / r2 * (np.expm1(h) / h - 1)
-        plan.append(
-            Step(
-                t=t2,
-                cx=cx2,
-                co=co2,
-                a=0.0,
-                bp=g,
-                operands=[(("state", "s"), first[0]), (_pred(e0), first[1] - g)],
-            )
-        )
+        plan.append(combine(t2, first[0], first[1], -s1 / r2 * (np.expm1(h) / h - 1)))
         evals += 3
     return plan
 
