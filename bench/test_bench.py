@@ -32,8 +32,8 @@ def test_baseline(benchmark, family, case):
 
 def test_solvers_accuracy_quick():
     """The analytic solver benchmark (bench/accuracy_solvers.py) end to end, small."""
-    pytest.importorskip("diffusers")
-    pytest.importorskip("torchdiffeq")
+    pytest.importorskip("diffusers", reason="a test dependency (make test installs it)")
+    pytest.importorskip("torchdiffeq", reason="a test dependency (make test installs it)")
     import importlib.util
     from pathlib import Path
 

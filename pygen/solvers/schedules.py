@@ -8,6 +8,7 @@ sampling, from ``t_max`` (noise) to ``t_min``; grids may end with a last point a
 """
 
 import math
+from abc import ABC, abstractmethod
 
 import numpy as np
 
@@ -16,23 +17,23 @@ def _t(t) -> np.ndarray:
     return np.asarray(t, dtype=np.float64)
 
 
-class Schedule:
-    """Base class. Subclasses define ``log_alpha_sigma`` and ``t_of_lambda``."""
+class Schedule(ABC):
+    """Base class: subclasses define ``alpha_sigma``, ``derivatives`` and ``t_of_lambda``."""
 
     t_max: float
     t_min: float
 
+    @abstractmethod
     def alpha_sigma(self, t) -> tuple[np.ndarray, np.ndarray]:
-        """``(alpha_t, sigma_t)`` as float64 tensors of t's shape."""
-        raise NotImplementedError
+        """``(alpha_t, sigma_t)`` as float64 arrays of t's shape."""
 
+    @abstractmethod
     def derivatives(self, t) -> tuple[np.ndarray, np.ndarray]:
-        """``(d alpha / dt, d sigma / dt)`` as float64 tensors."""
-        raise NotImplementedError
+        """``(d alpha / dt, d sigma / dt)`` as float64 arrays."""
 
+    @abstractmethod
     def t_of_lambda(self, lam) -> np.ndarray:
         """The time whose ``lambda = log(alpha / sigma)`` is ``lam`` (float64)."""
-        raise NotImplementedError
 
     def lam(self, t) -> np.ndarray:
         alpha, sigma = self.alpha_sigma(t)
