@@ -40,16 +40,16 @@ enum class QuantLayout { kNibbles = 0, kCrumbs = 1, kTrits = 2 };
 // Scale element types: the int4 scales are fp32/fp16/bf16; mxfp4's are E8M0 bytes.
 enum class ScaleType { kFloat32 = 0, kFloat16 = 1, kBFloat16 = 2, kE8M0 = 3 };
 
-constexpr int kNibbleBlock = 32;        // elements per 16-byte int4 / mxfp4 block
-constexpr int kCrumbBlock = 64;         // elements per 16-byte ternary block
-constexpr int kTritsPerByte = 5;        // 3^5 = 243 <= 256
-constexpr int kMxBlock = 32;            // elements per E8M0 scale
-constexpr int kInt4SymmetricZero = 8;   // offset of the symmetric int4 codes
-constexpr float kTernaryEps = 1e-5f;    // BitNet's guard against an all-zero weight
+constexpr int kNibbleBlock = 32;       // elements per 16-byte int4 / mxfp4 block
+constexpr int kCrumbBlock = 64;        // elements per 16-byte ternary block
+constexpr int kTritsPerByte = 5;       // 3^5 = 243 <= 256
+constexpr int kMxBlock = 32;           // elements per E8M0 scale
+constexpr int kInt4SymmetricZero = 8;  // offset of the symmetric int4 codes
+constexpr float kTernaryEps = 1e-5f;   // BitNet's guard against an all-zero weight
 
 // Elements per row that a layout packs into one byte.
 PYGEN_HD int64_t layout_row_bytes(QuantLayout layout, int64_t cols) {
-  return layout == QuantLayout::kNibbles ? cols / 2
+  return layout == QuantLayout::kNibbles  ? cols / 2
          : layout == QuantLayout::kCrumbs ? cols / 4
                                           : (cols + kTritsPerByte - 1) / kTritsPerByte;
 }

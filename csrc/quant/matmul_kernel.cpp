@@ -125,7 +125,8 @@ inline __attribute__((always_inline)) void decode_block(const uint8_t* p, const 
   for (int h = 0; h < kChunks; ++h) {
     const IdxV idx = load_idx(p + h * kVecF);
 #pragma GCC unroll 4
-    for (int f = 0; f < kFields; ++f) out[f * kChunks + h] = lookup(lut, f == 0 ? idx : idx_shr(idx, f * kBits));
+    for (int f = 0; f < kFields; ++f)
+      out[f * kChunks + h] = lookup(lut, f == 0 ? idx : idx_shr(idx, f * kBits));
   }
 }
 
@@ -150,7 +151,7 @@ inline __attribute__((always_inline)) void store_out(T* out, float v) {
 template <QuantLayout L>
 inline __attribute__((always_inline)) VecF decode_vec(const uint8_t* p, const Lut& lut, int v) {
   constexpr int kBits = L == QuantLayout::kNibbles ? 4 : 2;  // per code
-  constexpr int kChunks = 16 / kVecF;                         // byte loads per block
+  constexpr int kChunks = 16 / kVecF;                        // byte loads per block
   const IdxV idx = load_idx(p + (v % kChunks) * kVecF);
   const int field = v / kChunks;
   return lookup(lut, field == 0 ? idx : idx_shr(idx, field * kBits));
@@ -250,7 +251,8 @@ constexpr int64_t kDotCols = 256;
 // acc[m * lda + j] += x[m, :cols] * wd[j, :cols] lane-wise, for MR x NR (row strides
 // ldx and ldw).
 template <int MR, int NR>
-void dot_tile(const float* x, int64_t ldx, const float* wd, int64_t ldw, int64_t cols, float* acc, int64_t lda) {
+void dot_tile(const float* x, int64_t ldx, const float* wd, int64_t ldw, int64_t cols, float* acc,
+              int64_t lda) {
   VecF a[MR][NR];
 #pragma GCC unroll 4
   for (int m = 0; m < MR; ++m)
@@ -305,8 +307,8 @@ void gemm(const QuantWeight& w, int64_t M, const float* x, const T* bias, T* out
     }
     for (int64_t m = 0; m < M; ++m)
       for (int64_t j = 0; j < rows; ++j)
-        store_out(out + m * w.N + nb + j,
-                  hsum(vec_load(acc.data() + (m * kPanelRows + j) * kVecF)) + (bias ? to_float(bias[nb + j]) : 0.0f));
+        store_out(out + m * w.N + nb + j, hsum(vec_load(acc.data() + (m * kPanelRows + j) * kVecF)) +
+                                              (bias ? to_float(bias[nb + j]) : 0.0f));
   }
 }
 
@@ -337,7 +339,8 @@ constexpr int kI8 = 64;
 inline void widen_crumbs(const uint8_t* p, VecI* out) {
   const __m512i v = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)p));
   // 128-bit lane j shifted right by 2j: its bytes' low 2 bits are field j.
-  out[0] = _mm512_and_si512(_mm512_srlv_epi64(v, _mm512_set_epi64(6, 6, 4, 4, 2, 2, 0, 0)), _mm512_set1_epi8(3));
+  out[0] =
+      _mm512_and_si512(_mm512_srlv_epi64(v, _mm512_set_epi64(6, 6, 4, 4, 2, 2, 0, 0)), _mm512_set1_epi8(3));
 }
 inline VecI dot_u8s8(VecI acc, VecI u, VecI s) {
   return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
@@ -406,7 +409,8 @@ inline __attribute__((always_inline)) void int8_tile(const QuantWeight& w, const
 }
 #else
 template <int MR, bool kVnni>
-inline __attribute__((always_inline)) void int8_tile(const QuantWeight& w, const int8_t* x, int64_t n, int64_t nr, int32_t* acc) {
+inline __attribute__((always_inline)) void int8_tile(const QuantWeight& w, const int8_t* x, int64_t n,
+                                                     int64_t nr, int32_t* acc) {
   for (int m = 0; m < MR; ++m)
     for (int j = 0; j < kTileN; ++j) {
       const int64_t row = n + (j < nr ? j : 0);
@@ -418,8 +422,7 @@ inline __attribute__((always_inline)) void int8_tile(const QuantWeight& w, const
 #endif
 
 template <bool kVnni>
-void int8_rows(const QuantMatmulInt8Params& p, const int32_t* xsum,
-                                                     int64_t n0, int64_t n1) {
+void int8_rows(const QuantMatmulInt8Params& p, const int32_t* xsum, int64_t n0, int64_t n1) {
   const QuantWeight& w = p.w;
   const float* ws = static_cast<const float*>(w.scales);
   int32_t acc[4 * kTileN];

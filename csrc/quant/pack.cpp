@@ -41,7 +41,8 @@ void quantize_int4_group(const QuantizeParams& p, const float* w, int64_t i, uin
     for (int64_t k = 0; k < n; ++k) amax = std::max(amax, std::fabs(w[k]));
     const float s = store_scale(p.scales, p.scale_type, i, amax / 7.0f);
     for (int64_t k = 0; k < n; ++k)
-      codes[k] = uint8_t(s > 0.0f ? clamp_round(w[k] / s, -8.0f, 7.0f) + kInt4SymmetricZero : kInt4SymmetricZero);
+      codes[k] =
+          uint8_t(s > 0.0f ? clamp_round(w[k] / s, -8.0f, 7.0f) + kInt4SymmetricZero : kInt4SymmetricZero);
     return;
   }
   // The range always holds 0, so that zero weights (padding, pruned) stay exact.
@@ -53,7 +54,8 @@ void quantize_int4_group(const QuantizeParams& p, const float* w, int64_t i, uin
   const float s = store_scale(p.scales, p.scale_type, i, (hi - lo) / 15.0f);
   const float z = s > 0.0f ? clamp_round(-lo / s, 0.0f, 15.0f) : 0.0f;
   p.zeros[i] = uint8_t(z);
-  for (int64_t k = 0; k < n; ++k) codes[k] = uint8_t(s > 0.0f ? clamp_round(w[k] / s + z, 0.0f, 15.0f) : 0.0f);
+  for (int64_t k = 0; k < n; ++k)
+    codes[k] = uint8_t(s > 0.0f ? clamp_round(w[k] / s + z, 0.0f, 15.0f) : 0.0f);
 }
 
 void quantize_mxfp4_block(const QuantizeParams& p, const float* w, int64_t i, uint8_t* codes) {
@@ -100,7 +102,8 @@ void pack_codes_cpu(const PackParams& p) {
           out[b] = uint8_t((c[k] & 15u) | (c[k + 16] & 15u) << 4);
         } else if (p.layout == QuantLayout::kCrumbs) {
           const int64_t k = (b / 16) * kCrumbBlock + b % 16;
-          out[b] = uint8_t((c[k] & 3u) | (c[k + 16] & 3u) << 2 | (c[k + 32] & 3u) << 4 | (c[k + 48] & 3u) << 6);
+          out[b] =
+              uint8_t((c[k] & 3u) | (c[k + 16] & 3u) << 2 | (c[k + 32] & 3u) << 4 | (c[k + 48] & 3u) << 6);
         } else {
           uint32_t t[kTritsPerByte];
           for (int i = 0; i < kTritsPerByte; ++i) {

@@ -49,14 +49,14 @@ PYGEN_HD uint32_t weight_code(const QuantWeight& w, int64_t n, int64_t k) {
 struct QuantizeParams {
   QuantFormat format;
   int64_t N, K, group;
-  bool symmetric;            // int4 only
-  const float* weight;       // [N, K]
+  bool symmetric;              // int4 only
+  const float* weight;         // [N, K]
   const float* ternary_scale;  // ternary: mean|W|, [N] per row or [1] per tensor; else null
   bool ternary_per_row;
-  uint8_t* codes;            // [N, K]
-  void* scales;              // [N, K / group] of scale_type (int4, mxfp4); ternary: unused
+  uint8_t* codes;  // [N, K]
+  void* scales;    // [N, K / group] of scale_type (int4, mxfp4); ternary: unused
   ScaleType scale_type;
-  uint8_t* zeros;            // [N, K / group] for asymmetric int4, else null
+  uint8_t* zeros;  // [N, K / group] for asymmetric int4, else null
 };
 
 // Codes [rows, cols] (one per byte) <-> packed bytes [rows, layout_row_bytes(cols)].
