@@ -130,10 +130,22 @@ inline __attribute__((always_inline)) void decode_block(const uint8_t* p, const 
   }
 }
 
-// The table of group g of row n.
+// The table of group g of row n; `groups` = K / group, passed in to keep a division out
+// of the loop. fp16 scales convert in one F16C instruction where the ISA has it (the
+// same exact value as scale_value's portable conversion).
 inline __attribute__((always_inline)) Lut group_lut(const QuantWeight& w, const float* base, int64_t n,
-                                                    int64_t g) {
-  return make_lut(base, float(weight_zero(w, n, g)), weight_scale(w, n, g));
+                                                    int64_t g, int64_t groups) {
+  const int64_t i = n * w.scale_row_stride + g;
+  float s;
+#if defined(__F16C__)
+  if (w.scale_type == ScaleType::kFloat16)
+    s = _cvtsh_ss(static_cast<const uint16_t*>(w.scales)[i]);
+  else
+#endif
+    s = scale_value(w.scales, w.scale_type, i);
+  const uint32_t z =
+      w.format == QuantFormat::kInt4 && w.zeros ? w.zeros[n * groups + g] : weight_zero(w, n, g);
+  return make_lut(base, float(z), s);
 }
 
 // ---- float activations ------------------------------------------------------------
@@ -181,7 +193,7 @@ inline __attribute__((always_inline)) void gemv_tile(const QuantWeight& w, const
   for (int64_t g = 0; g < groups; ++g) {
     Lut lut[NR];
 #pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) lut[j] = group_lut(w, base, n + j, g);
+    for (int j = 0; j < NR; ++j) lut[j] = group_lut(w, base, n + j, g, groups);
     for (int64_t b = 0; b < blocks_per_group; ++b, k += kBlockElems<L>) {
       const uint8_t* block = rows + k / kBlockElems<L> * 16;
 #pragma GCC unroll 4
@@ -217,12 +229,12 @@ void gemv(const QuantWeight& w, const float* x, const T* bias, T* out, int64_t n
 template <QuantLayout L>
 void decode_rows(const QuantWeight& w, int64_t n0, int64_t rows, int64_t k0, int64_t cols, float* dst) {
   const float* base = table_base(w.format);
-  const int64_t row_bytes = weight_row_bytes(w);
+  const int64_t row_bytes = weight_row_bytes(w), groups = w.K / w.group;
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* row = w.packed + (n0 + r) * row_bytes;
     for (int64_t k = k0; k < k0 + cols;) {
       const int64_t g = k / w.group, end = std::min(k0 + cols, (g + 1) * w.group);
-      const Lut lut = group_lut(w, base, n0 + r, g);
+      const Lut lut = group_lut(w, base, n0 + r, g, groups);
       for (; k < end; k += kBlockElems<L>) {
         VecF wv[kBlockVecs<L>];
         decode_block<L>(row + k / kBlockElems<L> * 16, lut, wv);
