@@ -1,6 +1,7 @@
 """Low-bit matmul (pygen.quant.matmul, dequantization fused) against torch.matmul on the
 unquantized weight in float32 and bfloat16, at decode-time batch sizes, for float32 x
-("ternary x int8": W1.58A8, the per-token int8 quantization of x timed with it). Each
+("ternary x int8": W1.58A8, the per-token int8 quantization of x timed with it), and
+for some formats bfloat16 x against bfloat16 (the ``(bf16 x)`` rows). Each
 row's params carry the packed weight's bytes against float16 (``bytes``, ``fp16_bytes``)."""
 
 import torch
@@ -15,6 +16,7 @@ FORMATS = [
     ("ternary", "ternary", {}),
     ("ternary x int8", "ternary", {}),
 ]
+BF16_X = ("int4 g128", "ternary")  # also timed with bfloat16 x, against bfloat16 only
 
 
 def _int8_matmul(x, qw):
@@ -35,14 +37,24 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         packed = {label: pygen.quant.quantize(w, fmt, **opts) for label, fmt, opts in FORMATS}
         for m in batches:
             x = torch.randn(m, k, device=device)
-            for label, qw in packed.items():
+            runs = [(label, qw, x, baselines) for label, qw in packed.items()]
+            runs += [
+                (
+                    f"{label} (bf16 x)",
+                    packed[label],
+                    x.bfloat16(),
+                    {"torch.matmul bf16": baselines["torch.matmul bf16"]},
+                )
+                for label in BF16_X
+            ]
+            for label, qw, x_ours, bases in runs:
                 fn = _int8_matmul if label.endswith("int8") else pygen.quant.matmul
-                for name, (weight, dtype) in baselines.items():
+                for name, (weight, dtype) in bases.items():
                     xb = x.to(dtype)
                     out.append(
                         Case(
                             name=f"{label} {n}x{k} M={m}",
-                            fn=lambda fn=fn, x=x, qw=qw: fn(x, qw),
+                            fn=lambda fn=fn, x=x_ours, qw=qw: fn(x, qw),
                             baseline=name,
                             baseline_fn=lambda xb=xb, weight=weight: torch.matmul(xb, weight.T),
                             params={

@@ -232,8 +232,8 @@ void decode_rows(const QuantWeight& w, int64_t n0, int64_t rows, int64_t k0, int
   const int64_t row_bytes = weight_row_bytes(w), groups = w.K / w.group;
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* row = w.packed + (n0 + r) * row_bytes;
-    for (int64_t k = k0; k < k0 + cols;) {
-      const int64_t g = k / w.group, end = std::min(k0 + cols, (g + 1) * w.group);
+    for (int64_t k = k0, g = k0 / w.group; k < k0 + cols; ++g) {
+      const int64_t end = std::min(k0 + cols, (g + 1) * w.group);
       const Lut lut = group_lut(w, base, n0 + r, g, groups);
       for (; k < end; k += kBlockElems<L>) {
         VecF wv[kBlockVecs<L>];
@@ -259,6 +259,21 @@ constexpr int kTileM = 2, kTileN = 4;
 constexpr int64_t kPanelRows = 16;  // a multiple of kTileN
 constexpr int64_t kDecodeCols = 1024;
 constexpr int64_t kDotCols = 256;
+
+// Prefetches the packed bytes of the panel after (nb, d0) in the order gemm decodes
+// panels (columns first, then the next rows), so that reading them from memory overlaps
+// the dot products on the current one instead of following them.
+inline void prefetch_next_panel(const QuantWeight& w, int64_t nb, int64_t d0, int64_t decode_cols,
+                                int64_t n1) {
+  int64_t next_nb = nb, next_d0 = d0 + decode_cols;
+  if (next_d0 >= w.K) next_nb += kPanelRows, next_d0 = 0;
+  if (next_nb >= n1) return;
+  const int64_t row_bytes = weight_row_bytes(w);
+  const int64_t first = next_d0 * row_bytes / w.K,
+                bytes = std::min(decode_cols, w.K - next_d0) * row_bytes / w.K;
+  for (int64_t r = next_nb; r < std::min(n1, next_nb + kPanelRows); ++r)
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(w.packed + r * row_bytes + first + b);
+}
 
 // acc[m * lda + j] += x[m, :cols] * wd[j, :cols] lane-wise, for MR x NR (row strides
 // ldx and ldw).
@@ -307,6 +322,7 @@ void gemm(const QuantWeight& w, int64_t M, const float* x, const T* bias, T* out
     for (int64_t d0 = 0; d0 < K; d0 += kDecodeCols) {
       const int64_t ldw = std::min(kDecodeCols, K - d0);
       decode_rows<L>(w, nb, rows, d0, ldw, panel.data());
+      prefetch_next_panel(w, nb, d0, kDecodeCols, n1);
       for (int64_t k0 = 0; k0 < ldw; k0 += kDotCols) {
         const int64_t cols = std::min(kDotCols, ldw - k0);
         const float* wd = panel.data() + k0;
@@ -323,6 +339,132 @@ void gemm(const QuantWeight& w, int64_t M, const float* x, const T* bias, T* out
                                               (bias ? to_float(bias[nb + j]) : 0.0f));
   }
 }
+
+#if defined(__AVX512F__)
+// bfloat16 x with AVX512-BF16 (vdpbf16ps: 32 products a lane pair, twice the fp32 FMA
+// rate): the panel is decoded to bfloat16, so each weight rounds once more, to the
+// bfloat16 that torch.matmul in bfloat16 would use for dequantize(W). As inline
+// assembly, called only after a run-time check (the AVX-512 baseline lacks BF16).
+bool has_avx512_bf16() {
+  static const bool v = __builtin_cpu_supports("avx512bf16");
+  return v;
+}
+inline __m512 dot_bf16(__m512 acc, __m512i a, __m512i b) {
+  asm("vdpbf16ps %[b], %[a], %[acc]" : [acc] "+v"(acc) : [a] "v"(a), [b] "v"(b));
+  return acc;
+}
+// 32 bfloat16s: lo's 16 floats, then hi's.
+inline __m512i to_bf16(__m512 lo, __m512 hi) {
+  __m512i r;
+  asm("vcvtne2ps2bf16 %[lo], %[hi], %[r]" : [r] "=v"(r) : [hi] "v"(hi), [lo] "v"(lo));
+  return r;
+}
+
+template <QuantLayout L>
+void decode_rows_bf16(const QuantWeight& w, int64_t n0, int64_t rows, int64_t k0, int64_t cols,
+                      uint16_t* dst) {
+  const float* base = table_base(w.format);
+  const int64_t row_bytes = weight_row_bytes(w), groups = w.K / w.group;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = w.packed + (n0 + r) * row_bytes;
+    for (int64_t k = k0, g = k0 / w.group; k < k0 + cols; ++g) {
+      const int64_t end = std::min(k0 + cols, (g + 1) * w.group);
+      const Lut lut = group_lut(w, base, n0 + r, g, groups);
+      for (; k < end; k += kBlockElems<L>) {
+        VecF wv[kBlockVecs<L>];
+        decode_block<L>(row + k / kBlockElems<L> * 16, lut, wv);
+#pragma GCC unroll 4
+        for (int v = 0; v < kBlockVecs<L>; v += 2)
+          _mm512_storeu_si512(dst + r * cols + (k - k0) + v * kVecF, to_bf16(wv[v], wv[v + 1]));
+      }
+    }
+  }
+}
+
+// acc[m * lda + j] += x[m, :cols] * wd[j, :cols] as bfloat16 pairs, lane-wise.
+template <int MR, int NR>
+void dot_tile_bf16(const uint16_t* x, int64_t ldx, const uint16_t* wd, int64_t ldw, int64_t cols, float* acc,
+                   int64_t lda) {
+  VecF a[MR][NR];
+#pragma GCC unroll 4
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) a[m][j] = vec_load(acc + (m * lda + j) * kVecF);
+  for (int64_t k = 0; k < cols; k += 2 * kVecF) {
+    __m512i wv[NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_si512(wd + j * ldw + k);
+#pragma GCC unroll 4
+    for (int m = 0; m < MR; ++m) {
+      const __m512i xv = _mm512_loadu_si512(x + m * ldx + k);
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) a[m][j] = dot_bf16(a[m][j], xv, wv[j]);
+    }
+  }
+#pragma GCC unroll 4
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) vec_store(acc + (m * lda + j) * kVecF, a[m][j]);
+}
+
+template <int MR>
+void dot_panel_bf16(const uint16_t* x, int64_t ldx, const uint16_t* wd, int64_t ldw, int64_t rows,
+                    int64_t cols, float* acc) {
+  int64_t j = 0;
+  for (; j + kTileN <= rows; j += kTileN)
+    dot_tile_bf16<MR, kTileN>(x, ldx, wd + j * ldw, ldw, cols, acc + j * kVecF, kPanelRows);
+  for (; j < rows; ++j) dot_tile_bf16<MR, 1>(x, ldx, wd + j * ldw, ldw, cols, acc + j * kVecF, kPanelRows);
+}
+
+// The GEMM path for bfloat16 x, as gemm() but on bfloat16 panels.
+template <QuantLayout L>
+void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* x, const BFloat16* bias, BFloat16* out,
+               int64_t n0, int64_t n1) {
+  const int64_t K = w.K;
+  std::vector<uint16_t> panel(kPanelRows * std::min(K, kDecodeCols));
+  std::vector<float> acc(M * kPanelRows * kVecF);
+  for (int64_t nb = n0; nb < n1; nb += kPanelRows) {
+    const int64_t rows = std::min(kPanelRows, n1 - nb);
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t d0 = 0; d0 < K; d0 += kDecodeCols) {
+      const int64_t ldw = std::min(kDecodeCols, K - d0);
+      decode_rows_bf16<L>(w, nb, rows, d0, ldw, panel.data());
+      prefetch_next_panel(w, nb, d0, kDecodeCols, n1);
+      for (int64_t k0 = 0; k0 < ldw; k0 += kDotCols) {
+        const int64_t cols = std::min(kDotCols, ldw - k0);
+        const uint16_t* wd = panel.data() + k0;
+        int64_t m = 0;
+        for (; m + kTileM <= M; m += kTileM)
+          dot_panel_bf16<kTileM>(x + m * K + d0 + k0, K, wd, ldw, rows, cols,
+                                 acc.data() + m * kPanelRows * kVecF);
+        for (; m < M; ++m)
+          dot_panel_bf16<1>(x + m * K + d0 + k0, K, wd, ldw, rows, cols, acc.data() + m * kPanelRows * kVecF);
+      }
+    }
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t j = 0; j < rows; ++j)
+        store_out(out + m * w.N + nb + j, hsum(vec_load(acc.data() + (m * kPanelRows + j) * kVecF)) +
+                                              (bias ? to_float(bias[nb + j]) : 0.0f));
+  }
+}
+
+// Runs the bfloat16 GEMM when it applies; false otherwise.
+bool matmul_bf16(const QuantMatmulParams& p) {
+  if (p.dtype != DType::kBFloat16 || p.M <= kGemvRows || !has_avx512_bf16()) return false;
+  const QuantWeight& w = p.w;
+  const auto* x = static_cast<const uint16_t*>(p.x);
+  const auto* bias = static_cast<const BFloat16*>(p.bias);
+  auto* out = static_cast<BFloat16*>(p.out);
+  parallel_for(0, (w.N + kPanelRows - 1) / kPanelRows, 1, [&](int64_t b0, int64_t b1) {
+    const int64_t n0 = b0 * kPanelRows, n1 = std::min(w.N, b1 * kPanelRows);
+    if (w.format == QuantFormat::kTernary)
+      gemm_bf16<QuantLayout::kCrumbs>(w, p.M, x, bias, out, n0, n1);
+    else
+      gemm_bf16<QuantLayout::kNibbles>(w, p.M, x, bias, out, n0, n1);
+  });
+  return true;
+}
+#endif
 
 template <QuantLayout L, class T>
 void matmul_typed(const QuantMatmulParams& p, const float* x) {
@@ -478,6 +620,9 @@ bool has_vnni() {
 void quant_matmul(const QuantMatmulParams& p) {
   const QuantWeight& w = p.w;
   if (p.M == 0 || w.N == 0) return;
+#if defined(__AVX512F__)
+  if (matmul_bf16(p)) return;
+#endif
   std::vector<float> xf;
   const float* x = static_cast<const float*>(p.x);
   if (p.dtype != DType::kFloat32) {
