@@ -196,6 +196,11 @@ inline __attribute__((always_inline)) void gemv_tile(const QuantWeight& w, const
     for (int j = 0; j < NR; ++j) lut[j] = group_lut(w, base, n + j, g, groups);
     for (int64_t b = 0; b < blocks_per_group; ++b, k += kBlockElems<L>) {
       const uint8_t* block = rows + k / kBlockElems<L> * 16;
+      // Rows are short streams (K / 2 bytes) that the hardware prefetcher picks up late:
+      // ask for the same line of the next tile's rows, one tile ahead.
+      if ((k / kBlockElems<L>) % 4 == 0)
+#pragma GCC unroll 4
+        for (int j = 0; j < NR; ++j) __builtin_prefetch(block + (NR + j) * row_bytes);
 #pragma GCC unroll 4
       for (int v = 0; v < kBlockVecs<L>; ++v) {
         VecF wv[NR];
