@@ -25,6 +25,20 @@ TORCH_LIBRARY(pygen, m) {
       "sample_categorical(Tensor logits, Tensor temperature, Tensor top_k, Tensor top_p, Tensor min_p, "
       "Tensor seed, int offset) -> (Tensor token, Tensor logprob)");
 
+  // quant: low-bit weights (int4 groups, MXFP4, ternary), pygen/quant/
+  m.def(
+      "quantize_weight(Tensor weight, str format, int group_size, bool symmetric, ScalarType scale_dtype, "
+      "bool per_channel) -> (Tensor codes, Tensor scales, Tensor zeros)");
+  m.def("pack_codes(Tensor codes, str layout) -> Tensor");
+  m.def("unpack_codes(Tensor packed, str layout, int cols) -> Tensor");
+  m.def(
+      "dequantize_weight(Tensor packed, Tensor scales, Tensor? zeros, str format, int group_size, "
+      "ScalarType dtype) -> Tensor");
+  m.def(
+      "quant_matmul(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, str format, int group_size, "
+      "Tensor? bias) -> Tensor");
+  m.def("quant_matmul_int8(Tensor x, Tensor x_scale, Tensor packed, Tensor scales, Tensor? bias) -> Tensor");
+
   // sampling: masked-diffusion steps (MDLM, LLaDA, first hitting), pygen/ops/masked_diffusion.py
   m.def(
       "unmask_ancestral(Tensor logits, Tensor x, int mask_id, Tensor alpha_t, Tensor alpha_s, "

@@ -6,7 +6,7 @@ under ``torch.ops.pygen``; ``pygen.ops`` holds the documented wrappers.
 
 __version__ = "0.1.0"
 
-from pygen import ops, sparse
+from pygen import ops, quant, sparse
 from pygen._build import info
 
-__all__ = ["__version__", "info", "ops", "sparse"]
+__all__ = ["__version__", "info", "ops", "quant", "sparse"]

@@ -1,0 +1,72 @@
+"""Low-bit matmul (pygen.quant.matmul, dequantization fused) against torch.matmul on the
+unquantized weight in float32 and bfloat16, at decode-time batch sizes, for float32 x
+("ternary x int8": W1.58A8, the per-token int8 quantization of x timed with it), and
+for some formats bfloat16 x against bfloat16 (the ``(bf16 x)`` rows). Each
+row's params carry the packed weight's bytes against float16 (``bytes``, ``fp16_bytes``)."""
+
+import torch
+
+import pygen
+from pygen.bench import Case
+
+FORMATS = [
+    ("int4 g128", "int4", dict(group_size=128)),
+    ("int4 g32 asym", "int4", dict(group_size=32, symmetric=False)),
+    ("mxfp4", "mxfp4", {}),
+    ("ternary", "ternary", {}),
+    ("ternary x int8", "ternary", {}),
+]
+BF16_X = ("int4 g128", "ternary")  # also timed with bfloat16 x, against bfloat16 only
+
+
+def _int8_matmul(x, qw):
+    x_q, x_scale = pygen.quant.quantize_activations(x)
+    return pygen.quant.matmul(x_q, qw, x_scale=x_scale)
+
+
+def cases(device: str, quick: bool = False) -> list[Case]:
+    shapes = [(1024, 1024)] if quick else [(4096, 4096), (11008, 4096)]
+    batches = [1, 16] if quick else [1, 4, 16]
+    out = []
+    for n, k in shapes:
+        w = torch.randn(n, k, device=device)
+        baselines = {
+            "torch.matmul fp32": (w, torch.float32),
+            "torch.matmul bf16": (w.bfloat16(), torch.bfloat16),
+        }
+        packed = {label: pygen.quant.quantize(w, fmt, **opts) for label, fmt, opts in FORMATS}
+        for m in batches:
+            x = torch.randn(m, k, device=device)
+            runs = [(label, qw, x, baselines) for label, qw in packed.items()]
+            runs += [
+                (
+                    f"{label} (bf16 x)",
+                    packed[label],
+                    x.bfloat16(),
+                    {"torch.matmul bf16": baselines["torch.matmul bf16"]},
+                )
+                for label in BF16_X
+            ]
+            for label, qw, x_ours, bases in runs:
+                fn = _int8_matmul if label.endswith("int8") else pygen.quant.matmul
+                for name, (weight, dtype) in bases.items():
+                    xb = x.to(dtype)
+                    out.append(
+                        Case(
+                            name=f"{label} {n}x{k} M={m}",
+                            fn=lambda fn=fn, x=x_ours, qw=qw: fn(x, qw),
+                            baseline=name,
+                            baseline_fn=lambda xb=xb, weight=weight: torch.matmul(xb, weight.T),
+                            params={
+                                "n": n,
+                                "k": k,
+                                "m": m,
+                                "format": label,
+                                "device": device,
+                                "bytes": qw.nbytes,
+                                "fp16_bytes": n * k * 2,
+                            },
+                            flops=2.0 * m * n * k,
+                        )
+                    )
+    return out
