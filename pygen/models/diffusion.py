@@ -160,10 +160,10 @@ class DiffusionModel(Checkpointable, nn.Module):
             s4 = sigma.reshape(-1, 1, 1, 1)
             weight = (s4**2 + self.config.sigma_data**2) / (s4 * self.config.sigma_data) ** 2
             return (weight * (self.denoiser(x0 + s4 * eps, sigma) - x0) ** 2).mean()
-        t = torch.rand(b, device=x0.device, dtype=torch.float64)
+        t = torch.rand(b, dtype=torch.float64)  # on the host, where the schedule is: no device sync
         if self.config.objective == "eps":
             t = t * (self.schedule.t_max - 1e-4) + 1e-4
-        alpha, sigma = (torch.from_numpy(v).to(x0) for v in self.schedule.alpha_sigma(t.cpu().numpy()))
+        alpha, sigma = (torch.from_numpy(v).to(x0) for v in self.schedule.alpha_sigma(t.numpy()))
         xt = alpha.reshape(-1, 1, 1, 1) * x0 + sigma.reshape(-1, 1, 1, 1) * eps
         target = eps if self.config.objective == "eps" else eps - x0
         return F.mse_loss(self.denoiser(xt, t.to(x0)), target)

@@ -17,7 +17,7 @@ import torch
 
 from pygen.solvers import methods
 from pygen.solvers.diffusers_compat import DiffusersSampler, from_diffusers_config
-from pygen.solvers.grids import Grid, grid_from_sigmas, time_grid
+from pygen.solvers.grids import Grid, time_grid
 from pygen.solvers.plan import SamplingLoop, Step, run_loop
 from pygen.solvers.predictions import PREDICTIONS, conversion
 from pygen.solvers.schedules import EDM, VE, Flow, Schedule, VPCosine, VPDiscrete, VPLinear
@@ -209,7 +209,6 @@ __all__ = [
     "build_plan",
     "conversion",
     "default_spacing",
-    "grid_from_sigmas",
     "sample",
     "time_grid",
 ]

@@ -9,6 +9,7 @@ ones (``sde-dpmsolver++``, DDIM with ``eta > 0``) draw pygen's Philox noise inst
 """
 
 import math
+from functools import partial
 
 import numpy as np
 import torch
@@ -76,12 +77,14 @@ class DiffusersSampler:
     """A diffusers scheduler's sampling loop on pygen's fused steps (see
     :func:`from_diffusers_config`)."""
 
-    def __init__(self, config: dict, solver: str, options: dict, threshold: tuple[float, float]):
-        self.config, self.solver, self.options = config, solver, options
+    def __init__(self, config: dict, solver: str, builder, threshold: tuple[float, float]):
+        # builder(Context) -> plan; None for DDIM, whose steps land off the grid (see _grid)
+        self.config, self.solver, self.builder = config, solver, builder
         self.threshold = threshold
         self.prediction = _PREDICTION[config.get("prediction_type", "epsilon")]
-        self.alphas_cumprod = torch.cumprod(1.0 - torch.from_numpy(_betas(config)), 0).numpy()
-        self.schedule = VPDiscrete(_betas(config).astype(np.float64))
+        betas = _betas(config)
+        self.alphas_cumprod = torch.cumprod(1.0 - torch.from_numpy(betas), 0).numpy()
+        self.schedule = VPDiscrete(betas.astype(np.float64))
         self.euler_type = solver in ("euler", "heun")
 
     def _timesteps(self, steps: int) -> np.ndarray:
@@ -110,6 +113,12 @@ class DiffusersSampler:
     def grid(self, steps: int) -> tuple[Grid, np.ndarray]:
         """The grid (model timesteps, alpha, sigma) diffusers' ``set_timesteps(steps)``
         makes, and its Karras sigmas (float32 values, as diffusers holds them)."""
+        grid, sig, _ = self._grid(steps)
+        return grid, sig
+
+    def _grid(self, steps: int):
+        """``grid``, plus for DDIM the ``(alpha, sigma)`` where each step lands."""
+        ends = None
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"steps must be an int >= 1, got {steps!r}")
         ac, n = self.alphas_cumprod.astype(np.float64), len(self.alphas_cumprod)
@@ -124,7 +133,7 @@ class DiffusersSampler:
             prev = t - n // steps
             final = 1.0 if self.config.get("set_alpha_to_one", True) else ac[0]
             abar_end = np.where(prev >= 0, ac[np.maximum(prev, 0)], final)
-            self._ddim_ends = (np.sqrt(abar_end).reshape(-1, 1), np.sqrt(1 - abar_end).reshape(-1, 1))
+            ends = (np.sqrt(abar_end).reshape(-1, 1), np.sqrt(1 - abar_end).reshape(-1, 1))
             abar = np.concatenate([ac[t], abar_end[-1:]])
             sig = np.sqrt((1 - abar) / abar)
         else:
@@ -145,7 +154,7 @@ class DiffusersSampler:
         alpha = 1 / np.sqrt(sig**2 + 1)
         times = np.concatenate([np.asarray(t, dtype=np.float64), [0.0]])
         grid = Grid(times.reshape(-1, 1), alpha.reshape(-1, 1), (sig * alpha).reshape(-1, 1))
-        return grid, sig
+        return grid, sig, ends
 
     def init_noise_sigma(self, steps: int) -> float:
         """What diffusers' pipelines multiply the initial ``randn`` by."""
@@ -162,19 +171,20 @@ class DiffusersSampler:
         return torch.tensor([float(s.t[0]) for s in self.plan(steps) if s.t is not None])
 
     def plan(self, steps: int):
-        grid, _ = self.grid(steps)
+        return self._plan(steps)[0]
+
+    def _plan(self, steps: int):
+        grid, _, ends = self._grid(steps)
         ctx = methods.Context(grid, self.schedule, self.prediction)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if self.solver == "ddim":
-                return methods.ddim(ctx, ends=self._ddim_ends)
-            return self.options["builder"](ctx)
+            plan = methods.ddim(ctx, ends=ends) if self.builder is None else self.builder(ctx)
+        return plan, grid
 
     def sample(self, model_fn, x: torch.Tensor, steps: int, *, seed=None, generator=None, progress=False):
         """``model_fn(model_input, timestep)`` as a diffusers UNet is called (the input
         already scaled by ``scale_model_input``, the timestep a ``[B]`` tensor), from
         ``x`` as the pipeline prepares it (``randn * init_noise_sigma``)."""
-        plan = self.plan(steps)
-        grid, _ = self.grid(steps)
+        plan, grid = self._plan(steps)
         if self.euler_type:  # diffusers keeps x / alpha for these; pygen keeps x
             x = x * float(grid.alpha[0, 0])
         ratio, tmax = self.threshold
@@ -232,64 +242,52 @@ def from_diffusers_config(config: dict, solver: str | None = None) -> DiffusersS
     )
     threshold = (config.get("dynamic_thresholding_ratio", 0.995), config.get("sample_max_value", 1.0))
     threshold = threshold if config.get("thresholding", False) else (0.0, 1.0)
+    if solver in SOLVERS:  # the config's noise schedule and timesteps, pygen's solver
+        if config.get("use_karras_sigmas", False):
+            raise ValueError("use_karras_sigmas is not supported with a pygen solver")
+        config.setdefault("timestep_spacing", "linspace")
+        return DiffusersSampler(config, "pygen", SOLVERS[solver], threshold)
+    order, final = config.get("solver_order", 2), config.get("lower_order_final", True)
     if name == "DPMSolverMultistepScheduler":
         algo = config.get("algorithm_type", "dpmsolver++")
         if algo not in ("dpmsolver++", "sde-dpmsolver++"):
             raise ValueError(f"algorithm_type {algo!r} is not supported (dpmsolver++, sde-dpmsolver++)")
         if config.get("lambda_min_clipped", -math.inf) != -math.inf:
             raise ValueError("lambda_min_clipped is not supported")
-
-        def builder(ctx):
-            return methods.dpmpp(
-                ctx,
-                order=config.get("solver_order", 2),
-                sde=algo == "sde-dpmsolver++",
-                solver_type=config.get("solver_type", "midpoint"),
-                lower_order_final=config.get("lower_order_final", True),
-                euler_at_final=config.get("euler_at_final", False),
-            )
-
-        return DiffusersSampler(config, "dpmpp", {"builder": builder}, threshold)
-    if solver in SOLVERS:  # the config's noise schedule and timesteps, pygen's solver
-
-        def pygen_builder(ctx):
-            return SOLVERS[solver](ctx)
-
-        if config.get("use_karras_sigmas", False):
-            raise ValueError("use_karras_sigmas is not supported with a pygen solver")
-        config.setdefault("timestep_spacing", "linspace")
-        return DiffusersSampler(config, "pygen", {"builder": pygen_builder}, threshold)
+        builder = partial(
+            methods.dpmpp,
+            order=order,
+            sde=algo == "sde-dpmsolver++",
+            solver_type=config.get("solver_type", "midpoint"),
+            lower_order_final=final,
+            euler_at_final=config.get("euler_at_final", False),
+        )
+        return DiffusersSampler(config, "dpmpp", builder, threshold)
     if name in ("DEISMultistepScheduler", "UniPCMultistepScheduler"):
         if config.get("use_karras_sigmas", False):
             raise ValueError(f"use_karras_sigmas is not supported for {name}")
     if name == "DEISMultistepScheduler":
         if config.get("algorithm_type", "deis") != "deis":
             raise ValueError(f"algorithm_type {config['algorithm_type']!r} is not supported (deis)")
-
-        def deis_builder(ctx):
-            order, final = config.get("solver_order", 2), config.get("lower_order_final", True)
-            return methods.deis(ctx, order=order, lower_order_final=final)
-
-        return DiffusersSampler(config, "deis", {"builder": deis_builder}, threshold)
+        return DiffusersSampler(
+            config, "deis", partial(methods.deis, order=order, lower_order_final=final), threshold
+        )
     if name == "UniPCMultistepScheduler":
         _reject(config, predict_x0=True, solver_p=None)
-
-        def unipc_builder(ctx):
-            return methods.unipc(
-                ctx,
-                order=config.get("solver_order", 2),
-                variant=config.get("solver_type", "bh2"),
-                lower_order_final=config.get("lower_order_final", True),
-                disable_corrector=tuple(config.get("disable_corrector", ())),
-            )
-
-        return DiffusersSampler(config, "unipc", {"builder": unipc_builder}, threshold)
+        builder = partial(
+            methods.unipc,
+            order=order,
+            variant=config.get("solver_type", "bh2"),
+            lower_order_final=final,
+            disable_corrector=tuple(config.get("disable_corrector", ())),
+        )
+        return DiffusersSampler(config, "unipc", builder, threshold)
     if name == "DDIMScheduler":
-        return DiffusersSampler(config, "ddim", {}, threshold)
+        return DiffusersSampler(config, "ddim", None, threshold)
     if name == "EulerDiscreteScheduler":
-        return DiffusersSampler(config, "euler", {"builder": methods.ddim}, threshold)
+        return DiffusersSampler(config, "euler", methods.ddim, threshold)
     if name == "HeunDiscreteScheduler":
-        return DiffusersSampler(config, "heun", {"builder": methods.heun}, threshold)
+        return DiffusersSampler(config, "heun", methods.heun, threshold)
     raise ValueError(
         f"scheduler {name!r} is not supported (DPMSolverMultistepScheduler, DDIMScheduler, "
         "EulerDiscreteScheduler, HeunDiscreteScheduler, DEISMultistepScheduler, UniPCMultistepScheduler)"

@@ -91,15 +91,3 @@ def time_grid(
         zero = np.zeros_like(t[:1])
         t, alpha, sigma = (np.concatenate([v, zero + z]) for v, z in ((t, 0), (alpha, 1), (sigma, 0)))
     return Grid(t, alpha, sigma)
-
-
-def grid_from_sigmas(schedule: Schedule, sigmas) -> Grid:
-    """A grid through given Karras sigmas (``sigma / alpha``, decreasing, a last 0 means
-    the zero point), as k-diffusion and diffusers' Euler-type schedulers take them."""
-    s = np.asarray(sigmas, dtype=np.float64).reshape(len(sigmas), -1)
-    if not (s[:-1] > s[1:]).all() or (s < 0).any():
-        raise ValueError("sigmas must be non-negative and strictly decreasing")
-    t = schedule.t_of_sigma_tilde(np.maximum(s, 1e-300))
-    alpha, sigma = schedule.alpha_sigma(t)
-    zero = s == 0
-    return Grid(np.where(zero, 0.0, t), np.where(zero, 1.0, alpha), np.where(zero, 0.0, sigma))

@@ -66,6 +66,15 @@ def ddim(ctx: Context, eta: float = 0.0, ends=None) -> list[Step]:
     return plan
 
 
+def _multistep_order(i: int, n: int, order: int, lower_order_final: bool) -> int:
+    """The order diffusers' multistep schedulers use at step i: warm-up from 1, and
+    (with ``lower_order_final`` and fewer than 15 steps) 1 and 2 at the last two."""
+    k = min(order, i + 1)
+    if lower_order_final and n < 15:
+        k = min(k, n - i) if i >= n - 2 else k
+    return k
+
+
 def dpmpp(
     ctx: Context,
     order: int = 2,
@@ -82,9 +91,9 @@ def dpmpp(
         raise ValueError(f"solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
     n, lam, plan = ctx.n, ctx.lam, []
     for i in range(n):
-        final = i == n - 1 and (euler_at_final or (lower_order_final and n < 15) or ctx.ends_at_zero(i))
-        second = i == n - 2 and lower_order_final and n < 15
-        k = 1 if order == 1 or i < 1 or final else 2 if order == 2 or i < 2 or second else 3
+        k = _multistep_order(i, n, order, lower_order_final)
+        if i == n - 1 and (euler_at_final or ctx.ends_at_zero(i)):
+            k = 1
         a1, s0, s1 = ctx.a[i + 1], ctx.s[i], ctx.s[i + 1]
         h = lam[i + 1] - lam[i]
         if sde:
@@ -271,15 +280,6 @@ def flow(ctx: Context, method: str = "euler") -> list[Step]:
     return plan
 
 
-def _multistep_order(i: int, n: int, order: int, lower_order_final: bool) -> int:
-    """The order diffusers' multistep schedulers use at step i: warm-up from 1, and
-    (with ``lower_order_final`` and fewer than 15 steps) 1 and 2 at the last two."""
-    k = min(order, i + 1)
-    if lower_order_final and n < 15:
-        k = min(k, n - i) if i >= n - 2 else k
-    return k
-
-
 def deis(ctx: Context, order: int = 2, lower_order_final: bool = True) -> list[Step]:
     """DEIS (Zhang & Chen 2023), time-AB in ``rho = sigma / alpha`` ("logrho"), noise
     prediction: the exponential integrator with a Lagrange polynomial through the last
@@ -288,16 +288,14 @@ def deis(ctx: Context, order: int = 2, lower_order_final: bool = True) -> list[S
         raise ValueError(f"order must be 1, 2 or 3, got {order}")
     rho, plan = ctx.s / ctx.a, []
     for i in range(ctx.n):
-        k = _multistep_order(i, ctx.n, order, lower_order_final)
         a0, a1, s1 = ctx.a[i], ctx.a[i + 1], ctx.s[i + 1]
         if ctx.ends_at_zero(i):  # rho_t = 0: the data prediction (the polynomial's value)
-            k = 1
+            plan.append(ctx.eval_step(i, "x0", a=0.0, bp=a1))
+            continue
+        k = _multistep_order(i, ctx.n, order, lower_order_final)
         if k == 1:
-            if ctx.ends_at_zero(i):
-                plan.append(ctx.eval_step(i, "x0", a=0.0, bp=a1))
-            else:
-                h = ctx.lam[i + 1] - ctx.lam[i]
-                plan.append(ctx.eval_step(i, "eps", a=a1 / a0, bp=-s1 * np.expm1(h)))
+            h = ctx.lam[i + 1] - ctx.lam[i]
+            plan.append(ctx.eval_step(i, "eps", a=a1 / a0, bp=-s1 * np.expm1(h)))
             continue
         lt, l0, l1 = np.log(rho[i + 1]), np.log(rho[i]), np.log(rho[i - 1])
         if k == 2:
