@@ -52,6 +52,16 @@ PYGEN_HD int64_t categorical_chunks(int64_t vocab) {
   return (vocab + kCategoricalChunk - 1) / kCategoricalChunk;
 }
 
+// The temperature a row is sampled at: 0 (greedy, the first maximum) when x_max /
+// temperature overflows float32. Then every logit below the maximum has a weight
+// exp(-gap / temperature) that underflows to 0 anyway (the gap is at least one ulp of
+// x_max), so greedy is the float32 answer up to tied maxima, where the naive scaling
+// would give inf - inf = NaN.
+PYGEN_HD float categorical_temperature(float x_max, float temperature) {
+  const float y_max = temperature > 0 ? mul_rn(x_max, 1.0f / temperature) : 0.0f;
+  return y_max < INFINITY && y_max > -INFINITY ? temperature : 0.0f;
+}
+
 // A category's unnormalized probability exp(y - y_max) for scaled logit y, 0 when
 // cut: below y_min (top-k, min-p) or with a weight below w_min (top-p). Computed
 // unconditionally and then masked, so loops stay branch-free.

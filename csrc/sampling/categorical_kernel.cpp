@@ -124,8 +124,6 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
                 std::vector<Candidate>& cands, std::vector<uint32_t>& scratch) {
   const T* row = static_cast<const T*>(p.logits) + r * p.vocab;
   const int64_t V = p.vocab;
-  const float temperature = p.temperature[r];
-  const float inv_t = temperature > 0 ? 1.0f / temperature : 1.0f;
 
   // Pass 1: maximum, and whether any logit is NaN or +inf.
   float lane_max[kLanes];
@@ -161,6 +159,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
     p.status[r] = kCategoricalNoSupport;
     return;
   }
+  const float temperature = categorical_temperature(x_max, p.temperature[r]);
   if (temperature == 0) {  // greedy: the first maximum, with probability 1
     int64_t k = 0;
     while (to_float(row[k]) != x_max) ++k;
@@ -170,6 +169,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
     return;
   }
 
+  const float inv_t = 1.0f / temperature;
   const float y_max = mul_rn(x_max, inv_t);
   float y_min =
       p.min_p[r] > 0 ? add_rn(y_max, std::log(p.min_p[r])) : -std::numeric_limits<float>::infinity();

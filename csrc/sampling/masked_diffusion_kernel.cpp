@@ -104,6 +104,7 @@ Draw draw_position(const T* row, int64_t V, int64_t mask_id, float temperature, 
   if (x_max == -kInf) return {kMaskedNoSupport, -1, 0.0f};
   if (!sample) return {kMaskedOk, -1, 0.0f};
 
+  temperature = categorical_temperature(x_max, temperature);
   int64_t token = 0;
   double total = 0;        // of the weights at the sampling temperature
   if (temperature == 0) {  // greedy: the first maximum

@@ -73,7 +73,7 @@ __global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chu
     x_max = fmaxf(x_max, s_max[w]);
     bad |= s_bad[w];
   }
-  const float temperature = p.temperature[r];
+  const float temperature = categorical_temperature(x_max, p.temperature[r]);
   if (bad || x_max == -INFINITY || temperature == 0) {
     if (threadIdx.x == 0) {
       p.status[r] = bad ? kCategoricalBadLogit : x_max == -INFINITY ? kCategoricalNoSupport : kCategoricalOk;

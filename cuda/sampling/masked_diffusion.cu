@@ -84,6 +84,7 @@ __device__ Draw block_draw(const T* row, int64_t V, int64_t mask_id, float tempe
   if (x_max == -INFINITY) return {kMaskedNoSupport, -1, 0.0f};
   if (!sample) return {kMaskedOk, -1, 0.0f};
 
+  temperature = categorical_temperature(x_max, temperature);
   double total = 0;
   const float inv_t = temperature > 0 ? 1.0f / temperature : 1.0f;
   const float y_max = mul_rn(x_max, inv_t);

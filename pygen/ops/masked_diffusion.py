@@ -80,7 +80,7 @@ def unmask_ancestral(
             broadcastable to ``[B]`` (per row).
         alpha_s: the next time's alpha, in ``[alpha_t, 1]``, likewise.
         temperature: finite and >= 0, a float or per-row tensor; 0 is greedy (the first
-            maximum).
+            maximum), and so is a temperature so small that the logits over it overflow.
         seed: an int in [0, 2**64) for all rows, or an int64 tensor of per-row seeds
             broadcastable to ``[B]``.
         offset: the Philox block of each position's substream; a new one per step.

@@ -32,7 +32,9 @@ def sample_categorical(
         logits: ``[..., V]`` float32, bfloat16, float16 (or float64, read as float32).
             NaN or +inf raise; -inf excludes a category; a row of all -inf raises.
         temperature: a float or a tensor broadcastable to ``logits.shape[:-1]`` (per
-            row); finite and >= 0, 0 meaning greedy (the first maximum).
+            row); finite and >= 0, 0 meaning greedy (the first maximum). A temperature
+            so small that ``max(logits) / temperature`` overflows float32 acts as 0:
+            every other category's probability underflows to 0 there anyway.
         top_k: keep the k most probable categories (and any tied with the k-th); an
             int >= 1 or a per-row int64 tensor; None keeps all.
         top_p: then keep the most probable categories that hold at least ``top_p`` of

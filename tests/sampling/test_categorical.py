@@ -130,6 +130,17 @@ def test_greedy_and_logprob(device):
     assert logprob.item() == pytest.approx(torch.log_softmax(logits, -1)[0, token.item()].item(), abs=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [1e-30, 1e-38, 1e-45])
+@pytest.mark.parametrize("top_k", [None, 2])
+def test_tiny_temperature_is_greedy(device, temperature, top_k):
+    # logits / temperature overflows float32: the distribution is the point mass on the maximum.
+    logits = torch.tensor([[1e10, -3e38, 2e10, 0.0], [-1e30, -2e30, -1e30, -3e30]])
+    token, logprob = pygen.ops.sample_categorical(
+        logits.to(device), temperature=temperature, top_k=top_k, seed=3, return_logprob=True
+    )
+    assert token.tolist() == [2, 0] and logprob.tolist() == [0.0, 0.0]
+
+
 @pytest.mark.skipif("cuda" not in DEVICES, reason="needs a GPU and a CUDA build")
 def test_cpu_and_cuda_agree(torch_seed):
     logits = torch.randn(512, 3001) * 3

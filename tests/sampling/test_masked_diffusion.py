@@ -218,6 +218,17 @@ def test_greedy_confidence_keeps_the_surest(device):
     assert out.cpu()[0].tolist() == expect.tolist()
 
 
+def test_tiny_temperature_is_greedy(device):
+    # logits / temperature overflows float32: each position takes its maximum (never the mask's).
+    mask_id = 4
+    logits = torch.tensor([[[1e10, 3e10, -3e38, 0.0, 5e10], [-1e30, -3e30, -1e30, -2e30, 0.0]]]).to(device)
+    x = torch.full((1, 2), mask_id, device=device)
+    out = pygen.ops.unmask_by_confidence(logits, x, mask_id, 2, temperature=1e-30, seed=0)
+    assert out.cpu()[0].tolist() == [1, 0]
+    out = pygen.ops.unmask_ancestral(logits, x, mask_id, 0.0, 1.0, temperature=1e-45, seed=0)
+    assert out.cpu()[0].tolist() == [1, 0]
+
+
 def test_same_result_for_any_thread_count(torch_seed):
     logits, x = masked_input((6, 64, 700), 7)
     before = torch.get_num_threads()
