@@ -2,6 +2,7 @@
 // parallel; within a row, lane arrays keep the max and the float64 sums vectorizable.
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -15,16 +16,14 @@ namespace {
 
 constexpr int kLanes = 16;
 
-// Radix selection from the top over 32-bit keys, 8 bits a pass from bit `shift` down,
-// each pass histogramming only the candidates the previous digits left (compacted in
-// place). `amount(key)` is what a key counts (1, or its mass); `prefix` holds the
-// digits already chosen above `shift`. Returns the threshold key, at or above which
-// lies `needed`.
+// Radix selection from the top over 32-bit keys, 8 bits a pass, each pass histogramming
+// only the candidates the previous digits left (compacted in place). `amount(key)` is
+// what a key counts (its mass). Returns the threshold key, at or above which lies `needed`.
 template <class H, class Amount>
-uint32_t radix_select(std::vector<uint32_t>& keys, H needed, Amount amount, int shift = 24,
-                      uint32_t prefix = 0) {
+uint32_t radix_select(std::vector<uint32_t>& keys, H needed, Amount amount) {
   size_t n = keys.size();
-  for (; shift >= 0; shift -= 8) {
+  uint32_t prefix = 0;
+  for (int shift = 24; shift >= 0; shift -= 8) {
     H hist[256] = {};
     for (size_t i = 0; i < n; ++i) hist[(keys[i] >> shift) & 255u] += amount(keys[i]);
     const uint32_t digit = radix_select_digit(hist, &needed);
@@ -56,43 +55,61 @@ struct Candidate {
   float y;  // scaled logit
 };
 
-// Rows with top-k (k < V): a histogram of the keys' top 8 bits, then one pass that keeps,
-// in index order, the categories at or above the threshold's bin; the remaining digits,
-// top-p and the inversion then run on those few candidates. Ties with the k-th are kept.
+// A scaled logit that is probably at or below the k-th largest, yet above all but a few
+// hundred: the j-th largest of a strided sample of kTopKSample logits, j about twice the
+// share of k in the sample. -inf (keep everything) when the row is short or k large.
+constexpr int64_t kTopKSample = 1024;
 template <class T>
-void sample_top_k(const CategoricalParams& p, int64_t r, const T* row, int64_t V, float inv_t, float y_max,
-                  float y_min, std::vector<Candidate>& cands, std::vector<uint32_t>& keys) {
-  // Logits crowd into few bins: four interleaved histograms keep the increments of
-  // neighbouring categories from waiting on each other.
-  int64_t sub[4][256] = {};
-  for (int64_t i = 0; i < V; ++i) ++sub[i & 3][float_order_key(mul_rn(to_float(row[i]), inv_t)) >> 24];
-  int64_t hist[256];
-  for (int b = 0; b < 256; ++b) hist[b] = sub[0][b] + sub[1][b] + sub[2][b] + sub[3][b];
-  int64_t needed = p.top_k[r];
-  const uint32_t top = radix_select_digit(hist, &needed);
-  cands.clear();
-  keys.clear();
+float top_k_guess(const T* row, int64_t V, int64_t k, float inv_t, std::vector<float>& sample) {
+  const int64_t j = 2 * k * kTopKSample / V + 8;
+  if (V < 8 * kTopKSample || 4 * j > kTopKSample) return -std::numeric_limits<float>::infinity();
+  const int64_t stride = V / kTopKSample;
+  sample.resize(size_t(kTopKSample));
+  for (int64_t i = 0; i < kTopKSample; ++i) sample[size_t(i)] = mul_rn(to_float(row[i * stride]), inv_t);
+  std::nth_element(sample.begin(), sample.begin() + (j - 1), sample.end(), std::greater<float>());
+  return sample[size_t(j - 1)];
+}
+
+// Appends, in index order, the categories whose scaled logit is >= cut.
+template <class T>
+void collect_candidates(const T* row, int64_t V, float inv_t, float cut, std::vector<Candidate>& cands) {
   const auto collect = [&](int64_t i) {
     const float y = mul_rn(to_float(row[i]), inv_t);
-    const uint32_t key = float_order_key(y);
-    if ((key >> 24) < top) return;
-    cands.push_back({i, y});
-    if ((key >> 24) == top) keys.push_back(key);
+    if (y >= cut) cands.push_back({i, y});
   };
   // Candidates are rare: test a vector of lanes at once, visit lanes only where one is.
   int64_t i = 0;
   for (; i + kLanes <= V; i += kLanes) {
-    uint32_t hi = 0;
+    float hi = -std::numeric_limits<float>::infinity();
     for (int l = 0; l < kLanes; ++l) {
-      const uint32_t digit = float_order_key(mul_rn(to_float(row[i + l]), inv_t)) >> 24;
-      hi = digit > hi ? digit : hi;
+      const float y = mul_rn(to_float(row[i + l]), inv_t);
+      hi = y > hi ? y : hi;
     }
-    if (hi >= top)
+    if (hi >= cut)
       for (int l = 0; l < kLanes; ++l) collect(i + l);
   }
   for (; i < V; ++i) collect(i);
-  const auto one = [](uint32_t) { return int64_t(1); };
-  y_min = std::max(y_min, float_from_order_key(radix_select<int64_t>(keys, needed, one, 16, top << 24)));
+}
+
+// Rows with top-k (k < V): the categories at or above a guessed cut (all of them when
+// fewer than k pass it, so the guess never changes the result), the exact k-th largest
+// among those, then top-p and the inversion on the few candidates. Ties with the k-th
+// are kept.
+template <class T>
+void sample_top_k(const CategoricalParams& p, int64_t r, const T* row, int64_t V, float inv_t, float y_max,
+                  float y_min, std::vector<Candidate>& cands, std::vector<uint32_t>& keys,
+                  std::vector<float>& sample) {
+  const int64_t k = p.top_k[r];
+  cands.clear();
+  collect_candidates(row, V, inv_t, top_k_guess(row, V, k, inv_t, sample), cands);
+  if (int64_t(cands.size()) < k) {
+    cands.clear();
+    collect_candidates(row, V, inv_t, -std::numeric_limits<float>::infinity(), cands);
+  }
+  keys.clear();
+  for (const Candidate& c : cands) keys.push_back(float_order_key(c.y));
+  std::nth_element(keys.begin(), keys.begin() + (k - 1), keys.end(), std::greater<uint32_t>());
+  y_min = std::max(y_min, float_from_order_key(keys[size_t(k - 1)]));
 
   float w_min = 0.0f;
   if (p.top_p[r] < 1) {
@@ -121,7 +138,7 @@ void sample_top_k(const CategoricalParams& p, int64_t r, const T* row, int64_t V
 
 template <class T>
 void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chunk_sums,
-                std::vector<Candidate>& cands, std::vector<uint32_t>& scratch) {
+                std::vector<Candidate>& cands, std::vector<uint32_t>& scratch, std::vector<float>& sample) {
   const T* row = static_cast<const T*>(p.logits) + r * p.vocab;
   const int64_t V = p.vocab;
 
@@ -173,7 +190,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   const float y_max = mul_rn(x_max, inv_t);
   float y_min =
       p.min_p[r] > 0 ? add_rn(y_max, std::log(p.min_p[r])) : -std::numeric_limits<float>::infinity();
-  if (p.top_k[r] < V) return sample_top_k(p, r, row, V, inv_t, y_max, y_min, cands, scratch);
+  if (p.top_k[r] < V) return sample_top_k(p, r, row, V, inv_t, y_max, y_min, cands, scratch, sample);
   float w_min = 0.0f;
   if (p.top_p[r] < 1) {
     double kept = 0;
@@ -218,8 +235,9 @@ void sample_categorical(const CategoricalParams& p) {
     std::vector<double> chunk_sums;
     std::vector<uint32_t> scratch;
     std::vector<Candidate> cands;
+    std::vector<float> sample;
     visit_dtype(p.dtype, [&](auto tag) {
-      for (int64_t r = b; r < e; ++r) sample_row<decltype(tag)>(p, r, chunk_sums, cands, scratch);
+      for (int64_t r = b; r < e; ++r) sample_row<decltype(tag)>(p, r, chunk_sums, cands, scratch, sample);
     });
   });
 }

@@ -19,6 +19,8 @@ CASES = [
     ((40, 777), dict(temperature=0.7, top_p=0.9)),
     ((40, 2049), dict(temperature=1.2, top_k=50, top_p=0.8, min_p=0.02)),
     ((40, 100), dict(temperature=1.0, top_k=1)),
+    ((8, 20000), dict(temperature=1.0, top_k=50)),
+    ((4, 50000), dict(temperature=0.8, top_k=300, top_p=0.9)),
 ]
 
 
@@ -40,6 +42,23 @@ def test_matches_reference(device, torch_seed, dtype, shape, params):
     same = token == ref_token
     assert (~same).sum() <= 2
     torch.testing.assert_close(logprob[same], ref_logprob[same], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("pattern", ["strided peaks", "ties"])
+def test_top_k_on_adversarial_rows(device, torch_seed, pattern):
+    # Long rows where a strided look at the row misjudges the k-th largest logit.
+    logits = torch.randn(6, 16384)
+    if pattern == "strided peaks":
+        logits[:, ::16] += 10
+    else:
+        logits = torch.randint(0, 5, logits.shape).float()
+    rows = logits.shape[:-1]
+    token, logprob = pygen.ops.sample_categorical(logits.to(device), top_k=50, seed=5, return_logprob=True)
+    ref_token, ref_logprob = reference.sample_categorical(
+        logits, torch.ones(rows), torch.full(rows, 5), 0, top_k=torch.full(rows, 50)
+    )
+    assert torch.equal(token.cpu(), ref_token)
+    torch.testing.assert_close(logprob.cpu(), ref_logprob, rtol=1e-5, atol=1e-5)
 
 
 def test_per_row_temperature_and_seed(device, torch_seed):
