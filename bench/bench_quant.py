@@ -2,7 +2,13 @@
 unquantized weight in float32 and bfloat16, at decode-time batch sizes, for float32 x
 ("ternary x int8": W1.58A8, the per-token int8 quantization of x timed with it), and
 for some formats bfloat16 x against bfloat16 (the ``(bf16 x)`` rows). Each
-row's params carry the packed weight's bytes against float16 (``bytes``, ``fp16_bytes``)."""
+row's params carry the packed weight's bytes against float16 (``bytes``, ``fp16_bytes``).
+
+On CUDA: float16 x against cuBLAS float16 (torch.matmul on the unquantized weight),
+bfloat16 x against cuBLAS bfloat16, from M = 1 (GEMV: the goal is to beat cuBLAS, which
+reads 4x the bytes) to M = 256 (tensor-core tiles: the goal is cuBLAS's time plus the
+dequantization, which the ``dequantize + cuBLAS fp16`` rows time as their baseline:
+pygen.quant.dequantize to float16, then torch.matmul)."""
 
 import torch
 
@@ -24,7 +30,54 @@ def _int8_matmul(x, qw):
     return pygen.quant.matmul(x_q, qw, x_scale=x_scale)
 
 
+def _case(label, fn, x, qw, baseline, baseline_fn, m, n, k, device):
+    return Case(
+        name=f"{label} {n}x{k} M={m}",
+        fn=lambda: fn(x, qw),
+        baseline=baseline,
+        baseline_fn=baseline_fn,
+        params={
+            "n": n,
+            "k": k,
+            "m": m,
+            "format": label,
+            "device": device,
+            "bytes": qw.nbytes,
+            "fp16_bytes": n * k * 2,
+        },
+        flops=2.0 * m * n * k,
+    )
+
+
+def _cuda_cases(device: str, quick: bool) -> list[Case]:
+    shapes = [(4096, 4096)] if quick else [(4096, 4096), (11008, 4096)]
+    batches = [1, 16] if quick else [1, 4, 16, 64, 256]
+    out = []
+    for n, k in shapes:
+        w = torch.randn(n, k, device=device)
+        w16, wb16 = w.half(), w.bfloat16()
+        packed = {label: pygen.quant.quantize(w, fmt, **opts) for label, fmt, opts in FORMATS}
+        for m in batches:
+            x16 = torch.randn(m, k, device=device).half()
+            xb16 = x16.bfloat16()
+            for label, qw in packed.items():
+                fn = _int8_matmul if label.endswith("int8") else pygen.quant.matmul
+                cublas = lambda x=x16, w=w16: torch.matmul(x, w.T)  # noqa: E731
+                out.append(_case(label, fn, x16, qw, "cuBLAS fp16", cublas, m, n, k, device))
+                if m >= 16 and not label.endswith("int8"):
+                    both = lambda x=x16, qw=qw: torch.matmul(x, pygen.quant.dequantize(qw, torch.float16).T)  # noqa: E731
+                    out.append(_case(label, fn, x16, qw, "dequantize + cuBLAS fp16", both, m, n, k, device))
+            for label in BF16_X:
+                cublas = lambda x=xb16, w=wb16: torch.matmul(x, w.T)  # noqa: E731
+                qw = packed[label]
+                name = f"{label} (bf16 x)"
+                out.append(_case(name, pygen.quant.matmul, xb16, qw, "cuBLAS bf16", cublas, m, n, k, device))
+    return out
+
+
 def cases(device: str, quick: bool = False) -> list[Case]:
+    if device.startswith("cuda"):
+        return _cuda_cases(device, quick)
     shapes = [(1024, 1024)] if quick else [(4096, 4096), (11008, 4096)]
     batches = [1, 16] if quick else [1, 4, 16]
     out = []

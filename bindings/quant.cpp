@@ -1,9 +1,9 @@
 // Low-bit weight ops (quant family): checks, params and the CPU implementation.
-#include "csrc/quant/quant.h"
+#include "bindings/quant.h"
 
-#include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cstdint>
 #include <string>
 
 #include "bindings/checks.h"
@@ -195,19 +195,30 @@ QuantWeight quant_weight(const at::Tensor& packed, const at::Tensor& scales,
   return w;
 }
 
-at::Tensor dequantize_weight_cpu(const at::Tensor& packed, const at::Tensor& scales,
-                                 const std::optional<at::Tensor>& zeros, const std::string& format,
-                                 int64_t group_size, at::ScalarType dtype) {
-  const QuantWeight w = quant_weight(packed, scales, zeros, format, group_size);
+// The kernels load 16 bytes at a time: a contiguous view at an odd offset is copied.
+at::Tensor aligned16(const at::Tensor& t) {
+  return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0 ? t.clone() : t;
+}
+
+}  // namespace
+
+at::Tensor dequantize_weight_impl(const at::Tensor& packed, const at::Tensor& scales,
+                                  const std::optional<at::Tensor>& zeros, const std::string& format,
+                                  int64_t group_size, at::ScalarType dtype,
+                                  const std::function<void(const DequantizeParams&)>& launch) {
+  const at::Tensor pk = aligned16(packed);
+  const QuantWeight w = quant_weight(pk, scales, zeros, format, group_size);
   at::Tensor out = at::empty({w.N, w.K}, packed.options().dtype(dtype));
-  dequantize_cpu({w, to_dtype(dtype, "dtype"), out.data_ptr()});
+  launch({w, to_dtype(dtype, "dtype"), out.data_ptr()});
   return out;
 }
 
-at::Tensor quant_matmul_cpu_op(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
-                               const std::optional<at::Tensor>& zeros, const std::string& format,
-                               int64_t group_size, const std::optional<at::Tensor>& bias) {
-  const QuantWeight w = quant_weight(packed, scales, zeros, format, group_size);
+at::Tensor quant_matmul_impl(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
+                             const std::optional<at::Tensor>& zeros, const std::string& format,
+                             int64_t group_size, const std::optional<at::Tensor>& bias,
+                             const std::function<void(const QuantMatmulParams&)>& launch) {
+  const at::Tensor pk = aligned16(packed);
+  const QuantWeight w = quant_weight(pk, scales, zeros, format, group_size);
   const at::ScalarType t = x.scalar_type();
   TORCH_CHECK_TYPE(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf,
                    "x must be float32, bfloat16 or float16, got ", t);
@@ -221,19 +232,21 @@ at::Tensor quant_matmul_cpu_op(const at::Tensor& x, const at::Tensor& packed, co
     TORCH_CHECK_TYPE(bias->scalar_type() == t, "bias must have x's dtype ", t, ", got ", bias->scalar_type());
     TORCH_CHECK(bias->device() == x.device(), "bias must be on x's device");
   }
-  const at::Tensor x2 = x.reshape({-1, w.K}).contiguous();
+  const at::Tensor x2 = aligned16(x.reshape({-1, w.K}).contiguous());
   const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = w.N;
   at::Tensor out = at::empty(shape, x.options());
-  quant_matmul_cpu(
+  launch(
       {w, x2.size(0), to_dtype(t, "x"), x2.data_ptr(), b.defined() ? b.data_ptr() : nullptr, out.data_ptr()});
   return out;
 }
 
-at::Tensor quant_matmul_int8_cpu_op(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& packed,
-                                    const at::Tensor& scales, const std::optional<at::Tensor>& bias) {
-  const QuantWeight w = quant_weight(packed, scales, std::nullopt, "ternary", 0);
+at::Tensor quant_matmul_int8_impl(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& packed,
+                                  const at::Tensor& scales, const std::optional<at::Tensor>& bias,
+                                  const std::function<void(const QuantMatmulInt8Params&)>& launch) {
+  const at::Tensor pk = aligned16(packed);
+  const QuantWeight w = quant_weight(pk, scales, std::nullopt, "ternary", 0);
   TORCH_CHECK_TYPE(x.scalar_type() == at::kChar, "x must be int8, got ", x.scalar_type());
   TORCH_CHECK(x.device() == packed.device(), "x must be on packed's device ", packed.device(), ", got ",
               x.device());
@@ -255,13 +268,32 @@ at::Tensor quant_matmul_int8_cpu_op(const at::Tensor& x, const at::Tensor& x_sca
     TORCH_CHECK_TYPE(bias->scalar_type() == at::kFloat, "bias must be float32, got ", bias->scalar_type());
     TORCH_CHECK(bias->device() == x.device(), "bias must be on x's device");
   }
-  const at::Tensor x2 = x.reshape({-1, w.K}).contiguous(), s = x_scale.reshape({-1}).contiguous();
+  const at::Tensor x2 = aligned16(x.reshape({-1, w.K}).contiguous()), s = x_scale.reshape({-1}).contiguous();
   const at::Tensor b = bias ? bias->contiguous() : at::Tensor();
   shape.push_back(w.N);
   at::Tensor out = at::empty(shape, x.options().dtype(at::kFloat));
-  quant_matmul_int8_cpu({w, x2.size(0), x2.data_ptr<int8_t>(), s.data_ptr<float>(),
-                         b.defined() ? b.data_ptr<float>() : nullptr, out.data_ptr<float>()});
+  launch({w, x2.size(0), x2.data_ptr<int8_t>(), s.data_ptr<float>(),
+          b.defined() ? b.data_ptr<float>() : nullptr, out.data_ptr<float>()});
   return out;
+}
+
+namespace {
+
+at::Tensor dequantize_weight_cpu(const at::Tensor& packed, const at::Tensor& scales,
+                                 const std::optional<at::Tensor>& zeros, const std::string& format,
+                                 int64_t group_size, at::ScalarType dtype) {
+  return dequantize_weight_impl(packed, scales, zeros, format, group_size, dtype, dequantize_cpu);
+}
+
+at::Tensor quant_matmul_cpu_op(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
+                               const std::optional<at::Tensor>& zeros, const std::string& format,
+                               int64_t group_size, const std::optional<at::Tensor>& bias) {
+  return quant_matmul_impl(x, packed, scales, zeros, format, group_size, bias, quant_matmul_cpu);
+}
+
+at::Tensor quant_matmul_int8_cpu_op(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& packed,
+                                    const at::Tensor& scales, const std::optional<at::Tensor>& bias) {
+  return quant_matmul_int8_impl(x, x_scale, packed, scales, bias, quant_matmul_int8_cpu);
 }
 
 }  // namespace

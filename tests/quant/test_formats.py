@@ -5,7 +5,7 @@ import torch
 
 import pygen
 from pygen.quant import reference
-from tests.helpers import opcheck
+from tests.helpers import DEVICES, opcheck
 
 INT4_CASES = [
     dict(group_size=g, symmetric=sym, scale_dtype=dt)
@@ -181,3 +181,16 @@ def test_unpack_bad_input():
         torch.ops.pygen.pack_codes(torch.full((1, 64), 3, dtype=torch.uint8), "int2")
     with pytest.raises(ValueError, match="layout must be"):
         torch.ops.pygen.pack_codes(torch.zeros(1, 64, dtype=torch.uint8), "int3")
+
+
+@pytest.mark.skipif("cuda" not in DEVICES, reason="no CUDA device, or pygen built without CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_dequantize_cuda_matches_cpu(dtype):
+    w = weight(k=384)
+    others = [("mxfp4", {}), ("ternary", {}), ("ternary", dict(per_channel=False))]
+    cases = [("int4", o) for o in INT4_CASES] + others
+    for fmt, opts in cases:
+        qw = pygen.quant.quantize(w, fmt, **opts)
+        out = pygen.quant.dequantize(qw.to("cuda"), dtype)
+        assert out.device.type == "cuda" and out.dtype == dtype
+        assert torch.equal(out.cpu(), pygen.quant.dequantize(qw, dtype)), (fmt, opts)
