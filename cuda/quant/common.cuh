@@ -78,14 +78,18 @@ __device__ __forceinline__ void item_values(uint4 raw, int64_t i, float zoff, co
 // A ternary item as 8 words of 4 signed bytes c - 1 (in {-1, 0, 1}), for dp4a: word j
 // holds elements 4 j .. 4 j + 3 (j < 4) or 16 + 4 (j - 4) .. (j >= 4), matching 32-bit
 // words of an int8 row of x.
+__device__ __forceinline__ uint32_t crumbs_minus_one(uint32_t c) {
+  // Per byte, c <= 2: 0x7f + c never carries into the next byte, and flipping bit 7
+  // leaves c - 1 in two's complement (0x7f -> 0xff, 0x80 -> 0x00, 0x81 -> 0x01).
+  return (c + 0x7f7f7f7fu) ^ 0x80808080u;
+}
 __device__ __forceinline__ void ternary_item_words(uint4 raw, int64_t i, uint32_t out[8]) {
   const int s0 = int(i & 1) * 4;
   const uint32_t words[4] = {raw.x, raw.y, raw.z, raw.w};
 #pragma unroll
   for (int j = 0; j < 4; ++j) {
-    // Per-byte subtraction: no borrow crosses into the next byte.
-    out[j] = __vsub4((words[j] >> s0) & 0x03030303u, 0x01010101u);
-    out[4 + j] = __vsub4((words[j] >> (s0 + 2)) & 0x03030303u, 0x01010101u);
+    out[j] = crumbs_minus_one((words[j] >> s0) & 0x03030303u);
+    out[4 + j] = crumbs_minus_one((words[j] >> (s0 + 2)) & 0x03030303u);
   }
 }
 
