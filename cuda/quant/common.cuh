@@ -143,9 +143,11 @@ struct SplitPlan {
   int64_t tiles_m, tiles_n, kt_per, splits;
 };
 
-// Splits K only when the output tiles leave SMs idle, into enough slices for ~3 blocks
-// an SM, but never so many that the float32 partials (splits * M * N * 4 bytes,
-// written and read back) outweigh half the packed weight (N * K / 2 bytes).
+// Splits K when there are fewer output tiles than ~3 blocks an SM (4 fit), into enough
+// slices for that: a block waits for each K step's loads in turn (one step is
+// prefetched), so a long K loop in few blocks is latency bound, far below the memory
+// bandwidth. Capped where the float32 partials (splits * M * N * 4 bytes, written and
+// read back) reach twice the packed weight (N * K / 2 bytes).
 inline SplitPlan plan_splits(int64_t M, int64_t N, int64_t K) {  // M, N > 0
   int device = 0, sms = 132;
   if (cudaGetDevice(&device) == cudaSuccess)
@@ -153,7 +155,7 @@ inline SplitPlan plan_splits(int64_t M, int64_t N, int64_t K) {  // M, N > 0
   const int64_t tiles_m = (M + kTileM - 1) / kTileM, tiles_n = (N + kTileN - 1) / kTileN;
   const int64_t ktiles = (K + kTileK - 1) / kTileK, tiles = tiles_m * tiles_n;
   int64_t splits = 1;
-  if (tiles < sms) splits = std::min((3 * sms + tiles - 1) / tiles, K / (32 * M));
+  if (tiles < 3 * sms) splits = std::min((3 * sms + tiles - 1) / tiles, K / (4 * M));
   splits = std::max<int64_t>(1, std::min(splits, ktiles));
   const int64_t kt_per = std::max<int64_t>(1, (ktiles + splits - 1) / splits);
   return {tiles_m, tiles_n, kt_per, std::max<int64_t>(1, (ktiles + kt_per - 1) / kt_per)};

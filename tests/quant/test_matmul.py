@@ -58,8 +58,8 @@ def test_fp32_against_float64(torch_seed, device, fmt, opts, m):
 
 
 def test_every_m_up_to_300(torch_seed, device):
-    # M = 1..4 run the GEMV path, more the panel GEMM (CUDA: tiles, K split for M <= 12
-    # here); odd N leaves tile remainders.
+    # M = 1..4 run the GEMV path, more the panel GEMM (CUDA: tiles of 64, K split across
+    # blocks for M <= 16 here); odd N leaves tile remainders.
     for fmt, opts in [("int4", dict(group_size=64, symmetric=False)), ("ternary", {})]:
         qw = quantized(fmt, opts, 45, 128, device=device)
         x = torch.randn(300, 128, device=device)
