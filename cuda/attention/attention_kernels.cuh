@@ -184,7 +184,7 @@ __device__ __forceinline__ void mask_scores(float (*sc)[4], const AttentionShape
 }
 
 template <int D, class T>
-__global__ void __launch_bounds__(Config<D, T>::kRows * 2)
+__global__ void __launch_bounds__(Config<D, T>::kRows * 2, 1)
     forward_kernel(AttentionForwardParams p, Launch L) {
   using C = Config<D, T>;
   constexpr int kN = C::kBn / 8;
@@ -301,7 +301,7 @@ __global__ void delta_kernel(AttentionBackwardParams p, float* delta) {
 __device__ __forceinline__ float lse_base2(float x) { return x == -INFINITY ? INFINITY : x * kLog2e; }
 
 template <int D, class T>
-__global__ void __launch_bounds__(Config<D, T>::kRows * 2)
+__global__ void __launch_bounds__(Config<D, T>::kRows * 2, 1)
     grad_q_kernel(AttentionBackwardParams p, Launch L, const float* __restrict__ delta) {
   using C = Config<D, T>;
   constexpr int kN = C::kBn / 8;
@@ -388,7 +388,7 @@ __global__ void __launch_bounds__(Config<D, T>::kRows * 2)
 }
 
 template <int D, class T>
-__global__ void __launch_bounds__(Config<D, T>::kRows * 2)
+__global__ void __launch_bounds__(Config<D, T>::kRows * 2, 1)
     grad_kv_kernel(AttentionBackwardParams p, Launch L, AttentionBackwardCudaArgs a) {
   using C = Config<D, T>;
   constexpr int kN = C::kBn / 8;

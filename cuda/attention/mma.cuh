@@ -85,8 +85,9 @@ __device__ __forceinline__ void mma(float c[4], const PairOf<T> a[4], const Pair
     // float32: lane (g, t) needs rows g and g+8 of A, held by the lanes 4g + s of its
     // group, and columns 2t and 2t+1 of B, held by lanes 4(2t) + s and 4(2t+1) + s;
     // source lane s holds k = 2s, 2s+1, 2s+8, 2s+9 of each.
+    // Not unrolled: a quarter of the code for ptxas, and float32 is not the fast path.
     const int lane = threadIdx.x % 32, t = lane % 4;
-#pragma unroll
+#pragma unroll 1
     for (int s = 0; s < 4; ++s) {
       const int src_a = (lane & ~3) | s, src_b0 = 8 * t + s, src_b1 = 8 * t + 4 + s;
       float ar[2][4], bc[2][4];  // ar[row g / g+8][k], bc[col 2t / 2t+1][k]
