@@ -1,6 +1,9 @@
 """Fused attention (pygen.ops.attention) against torch's scaled_dot_product_attention
-(its CPU flash kernel; flash/cuDNN on CUDA): dense causal, forward and forward+backward,
-and the Sparse Transformer layouts against dense causal SDPA at long lengths."""
+(its CPU flash kernel; on CUDA its flash backend where available): dense causal, forward
+and forward+backward, and the Sparse Transformer layouts against dense causal SDPA at
+long lengths (forward only on CPU; forward and forward+backward on CUDA)."""
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -32,9 +35,20 @@ def causal_flops(length, backward=False):
     return fwd * (3.5 if backward else 1.0)
 
 
+def flash_sdpa(q, k, v):
+    """Causal SDPA, pinned to the flash backend on CUDA when this torch has it."""
+    ctx = contextlib.nullcontext()
+    if q.is_cuda and torch.backends.cuda.is_flash_attention_available():
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        ctx = sdpa_kernel(SDPBackend.FLASH_ATTENTION)
+    with ctx:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+
+
 def cases(device: str, quick: bool = False) -> list[Case]:
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
-    sdpa = lambda q, k, v: F.scaled_dot_product_attention(q, k, v, is_causal=True)  # noqa: E731
+    sdpa = flash_sdpa
     ours = lambda q, k, v: pygen.ops.attention(q, k, v, causal=True)  # noqa: E731
     out = []
     for length in [1024] if quick else [1024, 4096, 8192]:
@@ -64,7 +78,8 @@ def cases(device: str, quick: bool = False) -> list[Case]:
             )
     if quick:
         return out
-    for length in [8192, 16384]:
+    cuda = device.startswith("cuda")
+    for length in [4096, 16384] if cuda else [8192, 16384]:
         q, k, v = inputs(length, device, dtype)
         strided = [sparse.local(length, 128), sparse.strided(length, 128)]  # half the heads each
         fixed = sparse.fixed(length, 256, 32, block_size=32)
@@ -89,4 +104,15 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                     params,
                 )
             )
+            if cuda:
+                g = inputs(length, device, dtype, grad=True)
+                out.append(
+                    Case(
+                        f"{name} fwd+bwd L={length // 1024}k",
+                        lambda g=g, f=fn: forward_backward(f, *g),
+                        "sdpa causal",
+                        lambda g=g: forward_backward(sdpa, *g),
+                        params,
+                    )
+                )
     return out

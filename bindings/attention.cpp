@@ -115,6 +115,7 @@ AttentionCall attention_call(const at::Tensor& q, const at::Tensor& k, const at:
     c.shape.row_ptr = c.row_ptr.data_ptr<int32_t>();
     c.shape.col_idx = c.col_idx.data_ptr<int32_t>();
     c.shape.layout_heads = (c.row_ptr.numel() - 1) / std::max<int64_t>(attention_tiles(c.shape.len_q, bs), 1);
+    c.shape.layout_nnz = c.col_idx.numel();
   }
   if (layout.perm) {
     c.perm = host_index(layout.perm, "perm", at::kLong, q.device());
@@ -122,6 +123,28 @@ AttentionCall attention_call(const at::Tensor& q, const at::Tensor& k, const at:
     c.shape.perm = c.perm.data_ptr<int64_t>();
   }
   return c;
+}
+
+AttentionForwardCall attention_forward_call(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                            const AttentionLayoutArgs& layout) {
+  AttentionForwardCall f{attention_call(q, k, v, layout)};
+  f.out = at::empty(q.sizes(), q.options());
+  f.lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(lse_dtype(q)));
+  return f;
+}
+
+AttentionForwardParams AttentionForwardCall::params() const {
+  const AttentionCall& c = call;
+  return {c.shape,
+          c.dtype,
+          c.q.data_ptr(),
+          c.k.data_ptr(),
+          c.v.data_ptr(),
+          attention_strides(c.q),
+          attention_strides(c.k),
+          attention_strides(c.v),
+          out.data_ptr(),
+          lse.data_ptr()};
 }
 
 namespace {
@@ -134,17 +157,62 @@ void check_like(const at::Tensor& t, const at::Tensor& like, const char* name, c
   TORCH_CHECK(t.device() == like.device(), name, " must be on ", like.device(), ", got ", t.device());
 }
 
+}  // namespace
+
+AttentionBackwardCall attention_backward_call(const at::Tensor& grad_out,
+                                              const std::optional<at::Tensor>& grad_lse, const at::Tensor& q,
+                                              const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+                                              const at::Tensor& lse, const AttentionLayoutArgs& layout) {
+  AttentionBackwardCall b{attention_call(q, k, v, layout)};
+  check_like(out, q, "out", "q");
+  check_like(grad_out, q, "grad_out", "q");
+  b.out = rows_contiguous(out);
+  b.grad_out = rows_contiguous(grad_out);
+  TORCH_CHECK_VALUE(lse.sizes() == q.sizes().slice(0, 3) && lse.scalar_type() == lse_dtype(q), "lse must be ",
+                    lse_dtype(q), " [batch, heads, len_q], got ", lse.scalar_type(), " ", lse.sizes());
+  TORCH_CHECK(lse.device() == q.device(), "lse must be on ", q.device(), ", got ", lse.device());
+  b.lse = lse.contiguous();
+  if (grad_lse) {
+    check_like(*grad_lse, lse, "grad_lse", "lse");
+    b.grad_lse = grad_lse->contiguous();
+  }
+  b.grad_q = at::empty(q.sizes(), q.options());
+  b.grad_k = at::empty(k.sizes(), k.options());
+  b.grad_v = at::empty(v.sizes(), v.options());
+  return b;
+}
+
+AttentionBackwardParams AttentionBackwardCall::params() const {
+  const AttentionCall& c = call;
+  return {c.shape,
+          c.dtype,
+          c.q.data_ptr(),
+          c.k.data_ptr(),
+          c.v.data_ptr(),
+          out.data_ptr(),
+          grad_out.data_ptr(),
+          attention_strides(c.q),
+          attention_strides(c.k),
+          attention_strides(c.v),
+          attention_strides(out),
+          attention_strides(grad_out),
+          lse.data_ptr(),
+          grad_lse.defined() ? grad_lse.data_ptr() : nullptr,
+          grad_q.data_ptr(),
+          grad_k.data_ptr(),
+          grad_v.data_ptr()};
+}
+
+namespace {
+
 std::tuple<at::Tensor, at::Tensor> attention_forward_cpu_op(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& row_ptr,
     const std::optional<at::Tensor>& col_idx, const std::optional<at::Tensor>& perm, int64_t block,
     bool causal, int64_t window, double scale) {
-  const AttentionCall c = attention_call(q, k, v, {row_ptr, col_idx, perm, block, causal, window, scale});
-  at::Tensor out = at::empty(q.sizes(), q.options());
-  at::Tensor lse = at::empty({q.size(0), q.size(1), q.size(2)}, q.options().dtype(lse_dtype(q)));
-  attention_forward_cpu({c.shape, c.dtype, c.q.data_ptr(), c.k.data_ptr(), c.v.data_ptr(),
-                         attention_strides(c.q), attention_strides(c.k), attention_strides(c.v),
-                         out.data_ptr(), lse.data_ptr()});
-  return {out, lse};
+  const AttentionForwardCall f =
+      attention_forward_call(q, k, v, {row_ptr, col_idx, perm, block, causal, window, scale});
+  attention_forward_cpu(f.params());
+  return {f.out, f.lse};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu_op(
@@ -152,26 +220,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu_op(
     const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
     const std::optional<at::Tensor>& row_ptr, const std::optional<at::Tensor>& col_idx,
     const std::optional<at::Tensor>& perm, int64_t block, bool causal, int64_t window, double scale) {
-  const AttentionCall c = attention_call(q, k, v, {row_ptr, col_idx, perm, block, causal, window, scale});
-  check_like(out, q, "out", "q");
-  check_like(grad_out, q, "grad_out", "q");
-  const at::Tensor o = rows_contiguous(out), go = rows_contiguous(grad_out);
-  TORCH_CHECK_VALUE(lse.sizes() == q.sizes().slice(0, 3) && lse.scalar_type() == lse_dtype(q), "lse must be ",
-                    lse_dtype(q), " [batch, heads, len_q], got ", lse.scalar_type(), " ", lse.sizes());
-  const at::Tensor l = lse.contiguous();
-  at::Tensor gl;
-  if (grad_lse) {
-    check_like(*grad_lse, lse, "grad_lse", "lse");
-    gl = grad_lse->contiguous();
-  }
-  at::Tensor gq = at::empty(q.sizes(), q.options()), gk = at::empty(k.sizes(), k.options()),
-             gv = at::empty(v.sizes(), v.options());
-  attention_backward_cpu({c.shape, c.dtype, c.q.data_ptr(), c.k.data_ptr(), c.v.data_ptr(), o.data_ptr(),
-                          go.data_ptr(), attention_strides(c.q), attention_strides(c.k),
-                          attention_strides(c.v), attention_strides(o), attention_strides(go), l.data_ptr(),
-                          gl.defined() ? gl.data_ptr() : nullptr, gq.data_ptr(), gk.data_ptr(),
-                          gv.data_ptr()});
-  return {gq, gk, gv};
+  const AttentionBackwardCall b = attention_backward_call(
+      grad_out, grad_lse, q, k, v, out, lse, {row_ptr, col_idx, perm, block, causal, window, scale});
+  attention_backward_cpu(b.params());
+  return {b.grad_q, b.grad_k, b.grad_v};
 }
 
 }  // namespace

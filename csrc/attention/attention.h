@@ -29,6 +29,7 @@ struct AttentionShape {
   const int32_t* col_idx;
   int64_t layout_heads;
   const int64_t* perm;  // [len_q == len_k] or null (identity)
+  int64_t layout_nnz;   // col_idx's length
 };
 
 // Strides (in elements) of a [batch, heads, len, head_dim] tensor whose last dim is
@@ -60,6 +61,14 @@ struct AttentionBackwardParams {
 
 PYGEN_HD int64_t attention_tiles(int64_t len, int64_t block) { return (len + block - 1) / block; }
 
+// Sequence position of tile-order row i of a sequence of `len` (perm is checked on the
+// host for CPU tensors; on CUDA it is clamped, like the layout's indices).
+PYGEN_HD int64_t attention_position(const int64_t* perm, int64_t len, int64_t i) {
+  if (!perm) return i;
+  const int64_t p = perm[i];
+  return p < 0 ? 0 : p >= len ? len - 1 : p;
+}
+
 // Whether a query at position pq may see a key at position pk under the element rules.
 PYGEN_HD bool attention_visible(const AttentionShape& s, int64_t pq, int64_t pk) {
   const int64_t d = pq - pk;
@@ -75,6 +84,46 @@ PYGEN_HD TileMask attention_tile_mask(const AttentionShape& s, int64_t q_min, in
   const bool causal_ok = !s.causal || k_max <= q_min;
   const bool window_ok = s.window < 0 || (q_max - k_min <= s.window && k_max - q_min <= s.window);
   return causal_ok && window_ok ? TileMask::kFull : TileMask::kPartial;
+}
+
+// The tiles one row of a compressed layout lists: key tiles of a query tile, or (on the
+// transposed layout the CUDA backward uses) query tiles of a key tile; every one of
+// `tiles` when idx is null. Offsets and indices are clamped into range: the CUDA
+// bindings do not read the layout on the host, so an unchecked layout can give a wrong
+// answer but never an access out of bounds.
+struct AttentionTileList {
+  const int32_t* idx;
+  int64_t begin, end, tiles;
+
+  PYGEN_HD int64_t size() const { return end - begin; }
+  PYGEN_HD int64_t tile(int64_t n) const {
+    if (!idx) return n;
+    const int64_t t = idx[begin + n];
+    return t < 0 ? 0 : t >= tiles ? tiles - 1 : t;
+  }
+  // Element f of the row's tiles laid end to end in blocks of `block` rows, in tile
+  // order (may be >= the sequence length in the last, ragged tile).
+  PYGEN_HD int64_t element(int64_t f, int64_t block) const { return tile(f / block) * block + f % block; }
+};
+
+PYGEN_HD AttentionTileList attention_tile_list(const int32_t* ptr, const int32_t* idx, int64_t nnz,
+                                               int64_t row, int64_t tiles) {
+  if (!ptr) return {nullptr, 0, tiles, tiles};
+  const auto clamp = [nnz](int64_t x) { return x < 0 ? int64_t(0) : x > nnz ? nnz : x; };
+  const int64_t begin = clamp(ptr[row]), end = clamp(ptr[row + 1]);
+  return {idx, begin, end < begin ? begin : end, tiles};
+}
+
+// Which layout head a query head reads: the one shared layout, or its own.
+PYGEN_HD int64_t attention_layout_head(const AttentionShape& s, int64_t head) {
+  return s.layout_heads == 1 ? 0 : head;
+}
+
+// The key tiles query tile i of query head `head` visits.
+PYGEN_HD AttentionTileList attention_key_tiles(const AttentionShape& s, int64_t head, int64_t i) {
+  const int64_t k_tiles = attention_tiles(s.len_k, s.block);
+  const int64_t row = attention_layout_head(s, head) * attention_tiles(s.len_q, s.block) + i;
+  return attention_tile_list(s.row_ptr, s.col_idx, s.layout_nnz, row, k_tiles);
 }
 
 void attention_forward_cpu(const AttentionForwardParams& p);

@@ -63,20 +63,8 @@ struct Positions {
       }
     }
   }
-  int64_t at(int64_t i) const { return perm ? perm[i] : i; }
+  int64_t at(int64_t i) const { return attention_position(perm, len, i); }
 };
-
-// Key tiles a query tile visits: the layout's row, or all of them.
-struct TileRow {
-  const int32_t* idx;
-  int64_t begin, end;
-  int64_t tile(int64_t n) const { return idx ? idx[n] : n; }
-};
-TileRow tile_row(const AttentionShape& s, int64_t head, int64_t q_tile, int64_t k_tiles) {
-  if (!s.row_ptr) return {nullptr, 0, k_tiles};
-  const int64_t row = (s.layout_heads == 1 ? 0 : head) * attention_tiles(s.len_q, s.block) + q_tile;
-  return {s.col_idx, s.row_ptr[row], s.row_ptr[row + 1]};
-}
 
 // Scores of keys the element rules hide, and of the padding past len_k, become -inf.
 template <class A>
@@ -218,9 +206,9 @@ void forward(const AttentionForwardParams& p) {
       std::fill(O.begin(), O.end(), A(0));
       std::fill(m.begin(), m.end(), -kInf);
       std::fill(l.begin(), l.end(), A(0));
-      const TileRow tr = tile_row(s, h, i, t.k_tiles);
-      for (int64_t n = tr.begin; n < tr.end; ++n) {
-        const int64_t j = tr.tile(n), k0 = j * bs, cols = std::min(bs, s.len_k - k0);
+      const AttentionTileList tl = attention_key_tiles(s, h, i);
+      for (int64_t n = 0; n < tl.size(); ++n) {
+        const int64_t j = tl.tile(n), k0 = j * bs, cols = std::min(bs, s.len_k - k0);
         if (!t.scores(s, bkv, i, j, rows, qs.data(), S.data())) continue;
         for (int64_t r = 0; r < rows; ++r) {
           A* row = &S[r * bs];
@@ -290,9 +278,9 @@ void backward(const AttentionBackwardParams& p) {
             lse[r] = x == -kInf ? kInf : x;  // a row that saw no key has probabilities 0
           }
           std::fill(dq.begin(), dq.end(), A(0));
-          const TileRow tr = tile_row(s, h, i, t.k_tiles);
-          for (int64_t n = tr.begin; n < tr.end; ++n) {
-            const int64_t j = tr.tile(n), k0 = j * bs, cols = std::min(bs, s.len_k - k0);
+          const AttentionTileList tl = attention_key_tiles(s, h, i);
+          for (int64_t n = 0; n < tl.size(); ++n) {
+            const int64_t j = tl.tile(n), k0 = j * bs, cols = std::min(bs, s.len_k - k0);
             if (!t.scores(s, bkv, i, j, rows, qs.data(), P.data())) continue;
             for (int64_t r = 0; r < rows; ++r)
               for (int64_t c = 0; c < bs; ++c) P[r * bs + c] = exp_nonpos(P[r * bs + c] - lse[r]);

@@ -24,8 +24,10 @@ def attention(
     """Softmax attention, ``softmax(q k^T * scale) v``, as ``scaled_dot_product_attention``.
 
     Args:
-        q: ``[B, Hq, Lq, D]``; float32, bfloat16, float16 or float64 (float64 computes in
-            float64, the others accumulate in float32). ``D`` a multiple of 16 up to 256.
+        q: ``[B, Hq, Lq, D]``; float32, bfloat16, float16, or on CPU float64 (float64
+            computes in float64, the others accumulate in float32; on CUDA float32 runs on
+            FMAs, not TF32, and the 16-bit types on tensor cores). ``D`` a multiple of 16
+            up to 256.
         k, v: ``[B, Hkv, Lk, D]``, same dtype and device; ``Hkv`` divides ``Hq``
             (grouped-query attention). Any strides with a contiguous last dim.
         causal: hide keys after the query, aligned at the top left as SDPA's

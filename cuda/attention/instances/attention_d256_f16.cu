@@ -1,0 +1,4 @@
+// Attention launchers for head dims up to 256 (padded to 256), Half.
+#include "cuda/attention/attention_kernels.cuh"
+
+PYGEN_ATTENTION_INSTANTIATE(256, Half)

@@ -1,0 +1,4 @@
+// Attention launchers for head dims up to 64 (padded to 64), float.
+#include "cuda/attention/attention_kernels.cuh"
+
+PYGEN_ATTENTION_INSTANTIATE(64, float)
