@@ -6,6 +6,7 @@ patch at a time with a KV cache, or in parallel by GS-Jacobi iteration (Liu et a
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,19 +66,30 @@ class TarFlow(DigitsFlow):
 
     @torch.no_grad()
     def decode(
-        self, z: torch.Tensor, *, method: str = "sequential", groups: int = 1, tol: float = 1e-4
+        self,
+        z: torch.Tensor,
+        *,
+        method: str = "sequential",
+        groups: int | Sequence[int] = 1,
+        tol: float = 1e-4,
     ) -> tuple[torch.Tensor, list[JacobiStats]]:
         """Latent tokens ``z [B, L, P]`` -> levels, inverting the blocks last to first:
         ``"sequential"`` (exact, L - 1 one-token steps per block, KV cache) or
-        ``"gs_jacobi"`` (``groups`` groups of tokens, Jacobi sweeps to ``tol`` in each).
+        ``"gs_jacobi"`` (``groups`` groups of tokens, Jacobi sweeps to ``tol`` in each;
+        one count for every block, or a list with one per block, first block first, as
+        Liu et al. give the blocks that converge slowly more groups).
         Returns the levels (float) and, for GS-Jacobi, each block's stats (first block
         first)."""
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        blocks = [layer for layer in self.flow.layers if isinstance(layer, TarFlowBlock)]
+        per_block = [groups] * len(blocks) if isinstance(groups, int) else list(groups)
+        if len(per_block) != len(blocks):
+            raise ValueError(f"groups must be an int or one count per block ({len(blocks)}), got {groups!r}")
         stats = []
         for layer in reversed(self.flow.layers):
             if method == "gs_jacobi" and isinstance(layer, TarFlowBlock):
-                z, s = layer.inverse_gs_jacobi(z, groups=groups, tol=tol)
+                z, s = layer.inverse_gs_jacobi(z, groups=per_block[blocks.index(layer)], tol=tol)
                 stats.insert(0, s)
             else:
                 z = layer.inverse(z)
@@ -91,7 +103,7 @@ class TarFlow(DigitsFlow):
         seed: int = 0,
         temperature: float = 1.0,
         method: str = "sequential",
-        groups: int = 1,
+        groups: int | Sequence[int] = 1,
         tol: float = 1e-4,
         return_stats: bool = False,
     ):

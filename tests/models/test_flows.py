@@ -61,12 +61,15 @@ def test_tarflow_inverts_and_gs_jacobi_converges(torch_seed):
     assert z.shape == (6, 16, 4)
     exact, none = model.decode(z)
     assert none == [] and torch.equal(exact.long(), x)
-    for groups in (1, 3):
+    for groups in (1, 3, [1, 15]):
         approx, stats = model.decode(z, method="gs_jacobi", groups=groups, tol=1e-9)
         assert torch.equal(approx, exact) and len(stats) == 2
-        assert all(groups <= s.iterations <= 15 for s in stats)
+        assert all(1 <= s.iterations <= 15 for s in stats)
+    assert stats[1].iterations == 15 and stats[1].evaluations == 15 + 14  # sequential, group by group
     with pytest.raises(ValueError, match="method"):
         model.decode(z, method="newton")
+    with pytest.raises(ValueError, match="one count per block"):
+        model.decode(z, method="gs_jacobi", groups=[1, 2, 3])
 
 
 @pytest.mark.parametrize("family", ["glow", "tarflow"])
