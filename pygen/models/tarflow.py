@@ -25,7 +25,7 @@ class TarFlowConfig:
     blocks: int = 4  # flow blocks, alternating the reading direction
     layers: int = 2  # transformer layers per block
     dim: int = 64  # transformer width; dim / heads a multiple of 16
-    heads: int = 2
+    heads: int = 4
     dequantization: str = "uniform"  # or "variational"
     hidden: int = 32  # variational dequantization's conditioner channels
     clamp: float = 3.0  # soft bound on |log scale|

@@ -19,6 +19,16 @@ TINY_GLOW = dict(scales=2, depth=2, hidden=16)
 TINY_TARFLOW = dict(blocks=2, layers=1, dim=32, heads=2)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: intra-op threads cost more than they save (far more on a
+    loaded machine), so each test runs on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _randomize(model):
     with torch.no_grad():
         for p in model.parameters():

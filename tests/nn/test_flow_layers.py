@@ -26,6 +26,16 @@ from pygen.nn.flows import (
 from pygen.ops import affine_coupling, mix_logistic_cdf, rq_spline
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: intra-op threads cost more than they save (far more on a
+    loaded machine), so each test runs on one."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _perturb(layer: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
     """Random weights everywhere (zero-initialized heads included), so no layer is the
     identity; small enough that the inverses stay well conditioned in float32."""
