@@ -62,8 +62,9 @@ class Invertible1x1Conv(nn.Module):
     """Glow's invertible 1x1 convolution, LU-parameterized: ``W = P L (U + diag(s))``
     with ``P`` a fixed permutation, ``L`` unit lower triangular, ``U`` strictly upper
     triangular and ``s = sign * exp(log_s)``, so ``log |det W| = sum(log_s)`` costs
-    nothing. Starts as a random rotation. The inverse builds ``W^-1`` in float64 from
-    the triangular factors, so the round trip stays exact to the input's precision."""
+    nothing (summed in float64). Starts as a random rotation. The inverse builds ``W^-1``
+    in float64 from the triangular factors, so the round trip stays exact to the input's
+    precision."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -105,7 +106,8 @@ class Invertible1x1Conv(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` -> ``(y, logdet [B])``."""
         _check(x, self.channels)
-        ld = self.log_s.to(logdet_zeros(x).dtype).sum() * _positions(x)
+        # The log-det's only arithmetic (the sum, the scaling by positions) in float64.
+        ld = (self.log_s.double().sum() * _positions(x)).to(logdet_zeros(x).dtype)
         return self._mix(self.weight(x.dtype), x), ld.expand(x.shape[0])
 
     def inverse(self, y: torch.Tensor) -> torch.Tensor:
