@@ -89,8 +89,9 @@ def rq_spline(
         ``y`` like ``x`` and the elementwise ``logabsdet`` like ``x`` (of the inverse map
         when ``inverse``).
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    for name, t in (("x", x), ("widths", widths), ("heights", heights), ("derivatives", derivatives)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
     bins = widths.shape[-1] if widths.dim() else 0
     for name, t, last in (
         ("widths", widths, bins),
@@ -184,8 +185,9 @@ def mix_logistic_cdf(
         ``y`` like ``x`` and the elementwise ``logabsdet`` like ``x`` (of the inverse map
         when ``inverse``).
     """
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+    for name, t in (("x", x), ("logits", logits), ("means", means), ("log_scales", log_scales)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
     k = logits.shape[-1] if logits.dim() else 0
     for name, t in (("logits", logits), ("means", means), ("log_scales", log_scales)):
         if t.shape != (*x.shape, k) or t.dtype != x.dtype or t.device != x.device:
