@@ -29,6 +29,20 @@ TRAIN_FAMILIES = {
         "byte-level masked-diffusion LM on Python text",
         "held-out NELBO in bits per byte",
     ),
+    "glow": (
+        "pygen.models.glow",
+        "GlowConfig",
+        64,
+        "Glow / RealNVP multiscale flow on 8x8 digits (writes samples.png)",
+        "held-out bits per dimension",
+    ),
+    "tarflow": (
+        "pygen.models.tarflow",
+        "TarFlowConfig",
+        64,
+        "TarFlow transformer autoregressive flow on 8x8 digits (writes samples.png)",
+        "held-out bits per dimension",
+    ),
 }
 
 

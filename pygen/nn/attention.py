@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +34,29 @@ def attend(q, k, v, *, causal=False, layout: LayoutSpec | None = None) -> torch.
         ks = slice(i * hkv // groups, (i + 1) * hkv // groups)
         parts.append(attention(q[:, qs], k[:, ks], v[:, ks], causal=causal, layout=lay))
     return torch.cat(parts, 1)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of the positions an attention layer has already seen, for
+    incremental (autoregressive) evaluation: ``k``, ``v`` ``[B, Hkv, n, D]``, None until
+    the first call. One cache per attention layer."""
+
+    k: torch.Tensor | None = None
+    v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.shape[2]
+
+
+def _merge(out_a, lse_a, out_b, lse_b) -> torch.Tensor:
+    """Softmax attention over the union of two disjoint key sets from each set's output
+    and log-sum-exp (flash-decoding's split-KV merge)."""
+    lse = torch.logaddexp(lse_a, lse_b)
+    wa, wb = torch.exp(lse_a - lse)[..., None], torch.exp(lse_b - lse)[..., None]
+    # A query that saw no key in either set has lse -inf: weights NaN, output 0.
+    wa, wb = wa.nan_to_num(0.0), wb.nan_to_num(0.0)
+    return (out_a * wa + out_b * wb).to(out_a.dtype)
 
 
 class MultiheadAttention(nn.Module):
@@ -80,9 +104,22 @@ class MultiheadAttention(nn.Module):
             self._layouts[(len_q, len_k)] = self.layout(len_q, len_k)
         return self._layouts[(len_q, len_k)]
 
-    def forward(self, query: torch.Tensor, key_value: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        query: torch.Tensor,
+        key_value: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+        update_cache: bool = True,
+    ) -> torch.Tensor:
         """``query`` ``[B, Lq, E]``; ``key_value`` ``[B, Lk, E]`` (default: ``query``,
-        self-attention). Returns ``[B, Lq, E]``."""
+        self-attention). Returns ``[B, Lq, E]``.
+
+        With a ``cache`` (self-attention, dense layouts only), ``query`` holds the next
+        ``Lq`` positions after the ``len(cache)`` cached ones: they attend to every cached
+        position and, causally when ``causal``, to each other. ``update_cache`` appends
+        their keys and values (False evaluates provisional positions, as in Jacobi
+        iterations, leaving the cache as it was)."""
         kv_in = query if key_value is None else key_value
         b, lq, e = query.shape
         lk = kv_in.shape[1]
@@ -90,15 +127,37 @@ class MultiheadAttention(nn.Module):
         q = self.q_proj(query).view(b, lq, self.num_heads, self.head_dim).transpose(1, 2)
         kv = self.kv_proj(kv_in).view(b, lk, 2, self.kv_heads, self.head_dim)
         k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
-        out = attend(q, k, v, causal=self.causal, layout=self.layout_for(lq, lk))
+        if cache is None:
+            out = attend(q, k, v, causal=self.causal, layout=self.layout_for(lq, lk))
+        else:
+            if key_value is not None or self.layout is not None:
+                raise ValueError("a KV cache needs dense self-attention (no key_value, layout None)")
+            out = self._attend_cached(q, k, v, cache, update_cache)
         return self.out_proj(out.transpose(1, 2).reshape(b, lq, e))
+
+    def _attend_cached(self, q, k, v, cache: KVCache, update: bool) -> torch.Tensor:
+        if len(cache) == 0:
+            out = attention(q, k, v, causal=self.causal)
+        else:
+            # The new positions come after every cached one: the causal mask (top-left
+            # aligned) applies among the new positions only, so attend to the two key
+            # sets separately and merge.
+            past, lse_past = attention(q, cache.k, cache.v, return_lse=True)
+            new, lse_new = attention(q, k, v, causal=self.causal, return_lse=True)
+            out = _merge(past, lse_past, new, lse_new)
+        if update:
+            cache.k = k if cache.k is None else torch.cat([cache.k, k], 2)
+            cache.v = v if cache.v is None else torch.cat([cache.v, v], 2)
+        return out
 
 
 class Attention(MultiheadAttention):
     """Self-attention ``x [B, L, E] -> [B, L, E]``: MultiheadAttention with key = value = x."""
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
-        return super().forward(x)
+    def forward(  # noqa: D102
+        self, x: torch.Tensor, *, cache: KVCache | None = None, update_cache: bool = True
+    ) -> torch.Tensor:
+        return super().forward(x, cache=cache, update_cache=update_cache)
 
 
 def sparse_transformer_layout(pattern: str, stride: int, c: int = 32, block_size: int = 64) -> LayoutFactory:
@@ -152,12 +211,17 @@ class SparseTransformerBlock(nn.Module):
             for proj in (self.attn.out_proj, self.fc2):
                 proj.weight.mul_(1 / math.sqrt(2 * depth))
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x)))
+    def _forward(
+        self, x: torch.Tensor, cache: KVCache | None = None, update_cache: bool = True
+    ) -> torch.Tensor:
+        x = x + self.dropout(self.attn(self.norm1(x), cache=cache, update_cache=update_cache))
         return x + self.dropout(self.fc2(F.gelu(self.fc1(self.norm2(x)))))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``[B, L, dim]`` -> ``[B, L, dim]``."""
-        if self.recompute and torch.is_grad_enabled():
+    def forward(
+        self, x: torch.Tensor, *, cache: KVCache | None = None, update_cache: bool = True
+    ) -> torch.Tensor:
+        """``x`` ``[B, L, dim]`` -> ``[B, L, dim]``; with a ``cache`` (see
+        :meth:`MultiheadAttention.forward`), ``x`` holds the positions after the cached ones."""
+        if self.recompute and torch.is_grad_enabled() and cache is None:
             return checkpoint(self._forward, x, use_reentrant=False)
-        return self._forward(x)
+        return self._forward(x, cache, update_cache)

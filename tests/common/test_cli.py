@@ -33,3 +33,6 @@ def test_demo_draws_reproducible_numbers(tmp_path):
     assert "held-out bits per byte" in out and "sliced Wasserstein to held-out digits" in out
     assert "held-out NELBO" in out and "float32 Gumbel" in out
     assert (tmp_path / "diffusion-digits.png").stat().st_size > 0
+    assert out.count("held-out bits/dim") == 2 and "GS-Jacobi" in out
+    assert (tmp_path / "glow-digits.png").stat().st_size > 0
+    assert (tmp_path / "tarflow-digits.png").stat().st_size > 0

@@ -1,10 +1,11 @@
 """Attention modules and the Sparse Transformer block against plain PyTorch."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
 from pygen import sparse
-from pygen.nn import MultiheadAttention, SparseTransformerBlock, sparse_transformer_layout
+from pygen.nn import KVCache, MultiheadAttention, SparseTransformerBlock, sparse_transformer_layout
 
 
 def sdpa_forward(mod: MultiheadAttention, x, mask=None):
@@ -44,3 +45,30 @@ def test_block_recompute_same_gradients(torch_seed):
     block(x).square().sum().backward()
     for g, h in zip(grads, [p.grad for p in block.parameters()] + [x.grad], strict=True):
         torch.testing.assert_close(g, h)
+
+
+def test_kv_cache_incremental_matches_full(torch_seed):
+    block = SparseTransformerBlock(32, 2, depth=2)
+    x = torch.randn(2, 9, 32)
+    full = block(x)
+    cache = KVCache()
+    steps = [block(x[:, i : i + 1], cache=cache) for i in range(9)]
+    assert len(cache) == 9
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
+    # Chunks after a prefix: causal among themselves, all of the cache before them.
+    cache = KVCache()
+    parts = [block(x[:, :4], cache=cache), block(x[:, 4:], cache=cache)]
+    torch.testing.assert_close(torch.cat(parts, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_kv_cache_without_update_leaves_it(torch_seed):
+    mod = MultiheadAttention(32, 2, causal=True)
+    x = torch.randn(1, 6, 32)
+    cache = KVCache()
+    mod(x[:, :3], cache=cache)
+    keys = cache.k.clone()
+    out = mod(x[:, 3:], cache=cache, update_cache=False)
+    assert torch.equal(cache.k, keys) and len(cache) == 3
+    torch.testing.assert_close(out, mod(x)[:, 3:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="KV cache"):
+        mod(x, x, cache=cache)
