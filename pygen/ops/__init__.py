@@ -1,6 +1,7 @@
 """Documented wrappers of the ``torch.ops.pygen`` ops, and their pure-PyTorch references."""
 
 from pygen.ops.attention import attention
+from pygen.ops.flows import affine_coupling, mix_logistic_cdf
 from pygen.ops.masked_diffusion import (
     first_hitting_time,
     unmask_ancestral,
@@ -12,8 +13,10 @@ from pygen.ops.sampling import sample_categorical
 from pygen.ops.solvers import solver_update
 
 __all__ = [
+    "affine_coupling",
     "attention",
     "first_hitting_time",
+    "mix_logistic_cdf",
     "philox4x32_10",
     "philox_blocks",
     "rand",
