@@ -15,17 +15,26 @@ namespace pygen {
 
 // ---- elementary functions in the compute type ---------------------------------------
 
+// Selects and |a| for float through bit masks on the host: GCC threads chains of
+// float selects into branches, which block the lane loops' vectorization.
+PYGEN_HD float sel(bool c, float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return c ? a : b;
+#else
+  const uint32_t m = 0u - uint32_t(c);
+  return bits_float((float_bits(a) & m) | (float_bits(b) & ~m));
+#endif
+}
+PYGEN_HD double sel(bool c, double a, double b) { return c ? a : b; }
+PYGEN_HD float abs_c(float a) { return bits_float(float_bits(a) & 0x7fffffffu); }
+PYGEN_HD double abs_c(double a) { return a < 0.0 ? -a : a; }
 template <class C>
 PYGEN_HD C min_c(C a, C b) {
-  return b < a ? b : a;
+  return sel(b < a, b, a);
 }
 template <class C>
 PYGEN_HD C max_c(C a, C b) {
-  return b > a ? b : a;
-}
-template <class C>
-PYGEN_HD C abs_c(C a) {
-  return a < C(0) ? -a : a;
+  return sel(b > a, b, a);
 }
 // Finite (not NaN, not +-inf), without a libm call.
 template <class C>
@@ -37,10 +46,9 @@ PYGEN_HD bool finite_c(C a) {
 // ulp). 2^n is applied in two halves so n = 128 and subnormal results come out right;
 // x > 88.72 gives inf, x < -103.97 gives 0, NaN stays NaN.
 PYGEN_HD float exp_c(float x) {
-  const float xc = x < -104.0f ? -104.0f : (x > 88.8f ? 88.8f : x);
   // Round to nearest through the 1.5 * 2^23 shifter: no libm call, vectorizes.
-  const float n = add_rn(add_rn(mul_rn(xc, 1.44269504088896341f), 12582912.0f), -12582912.0f);
-  float r = fma_rn(n, -0.693359375f, xc);
+  const float n = add_rn(add_rn(mul_rn(x, 1.44269504088896341f), 12582912.0f), -12582912.0f);
+  float r = fma_rn(n, -0.693359375f, x);
   r = fma_rn(n, 2.12194440e-4f, r);
   float p = 1.9875691500e-4f;
   p = fma_rn(p, r, 1.3981999507e-3f);
@@ -49,12 +57,14 @@ PYGEN_HD float exp_c(float x) {
   p = fma_rn(p, r, 1.6666665459e-1f);
   p = fma_rn(p, r, 5.0000001201e-1f);
   const float e = add_rn(fma_rn(mul_rn(r, r), p, r), 1.0f);
-  const int32_t ni = int32_t(n);
-  const int32_t n1 = ni / 2, n2 = ni - n1;  // each in [-75, 65]: normal powers of two
+  // Out of range, n is clamped as an integer (clamping x itself lets GCC thread the
+  // comparisons into branches, which blocks vectorization); those lanes are masked below.
+  const int32_t n_raw = int32_t(n);
+  const int32_t ni = n_raw < -150 ? -150 : (n_raw > 128 ? 128 : n_raw);
+  const int32_t n1 = ni / 2, n2 = ni - n1;  // each in [-75, 64]: normal powers of two
   const float s1 = bits_float(uint32_t(n1 + 127) << 23), s2 = bits_float(uint32_t(n2 + 127) << 23);
   const uint32_t v = float_bits(mul_rn(mul_rn(e, s1), s2));
-  // Masks, not selects: GCC would thread the selects' branches into the caller's
-  // code (a division after it), leaving control flow that blocks vectorization.
+  // Masks rather than selects, for the same reason.
   const uint32_t keep = 0u - uint32_t(x >= -103.97f);  // false for NaN too
   const uint32_t over = 0u - uint32_t(x > 88.7228394f);
   const uint32_t nan = 0u - uint32_t(x != x);
@@ -83,9 +93,9 @@ PYGEN_HD double log1p_unit(double e) {
 #endif
 }
 
-// log x for x >= 1 (sums of a log-sum-exp, whose largest term is 1).
-PYGEN_HD float log_ge1(float x) { return log_f32(x); }
-PYGEN_HD double log_ge1(double x) { return log_f64(x); }
+// log x for positive normal x (no libm call for float).
+PYGEN_HD float log_c(float x) { return log_f32(x); }
+PYGEN_HD double log_c(double x) { return log_f64(x); }
 
 // tanh (Cephes tanhf: an odd polynomial below 0.625, 1 - 2 / (e^{2|x|} + 1) above).
 PYGEN_HD float tanh_c(float x) {
@@ -98,8 +108,8 @@ PYGEN_HD float tanh_c(float x) {
   p = fma_rn(p, z, -3.33332819422e-1f);
   const float small = fma_rn(mul_rn(p, z), x, x);
   const float t = exp_c(-2.0f * a);
-  const float big = (1.0f - t) / (1.0f + t);
-  return a < 0.625f ? small : (x < 0.0f ? -big : big);
+  const float big = bits_float(float_bits((1.0f - t) / (1.0f + t)) | (float_bits(x) & 0x80000000u));
+  return sel(a < 0.625f, small, big);
 }
 PYGEN_HD double tanh_c(double x) {
 #if defined(__CUDA_ARCH__)
@@ -115,14 +125,13 @@ template <class C>
 PYGEN_HD void lse_push(C& m, C& s, C t) {
   const C d = t - m;
   const bool up = d > C(0);
-  const C e = exp_c(up ? -d : d);
-  const C grown = s * e + C(1);
-  s = up ? grown : (d == d ? s + e : s);
-  m = up ? t : m;
+  const C e = exp_c(-abs_c(d));
+  s = sel(up, s * e + C(1), sel(d == d, s + e, s));
+  m = sel(up, t, m);
 }
 template <class C>
 PYGEN_HD C lse_value(C m, C s) {
-  return m + log_ge1(s);
+  return m + log_c(s);  // s >= 1, or s = 0 with m = -inf
 }
 
 // ---- affine coupling -----------------------------------------------------------------
@@ -147,13 +156,12 @@ PYGEN_HD CouplingScale<C> coupling_scale(C raw, C clamp, C inv_clamp) {
     const C e = exp_c(-abs_c(a));  // in (0, 1]
     const C one_pe = C(1) + e;
     s.log_scale = min_c(a, C(0)) - log1p_unit(e);
-    s.dlog = (a >= C(0) ? e : C(1)) / one_pe;  // sigmoid(-a)
-    if constexpr (Inverse) {
-      const C inv_e = C(1) / e;
-      s.factor = a >= C(0) ? one_pe : C(1) + inv_e;  // 1 + e^{-a}
-    } else {
-      s.factor = (a >= C(0) ? C(1) : e) / one_pe;
-    }
+    const bool pos = a >= C(0);
+    s.dlog = sel(pos, e, C(1)) / one_pe;  // sigmoid(-a)
+    if constexpr (Inverse)
+      s.factor = sel(pos, one_pe, C(1) + C(1) / e);  // 1 + e^{-a}
+    else
+      s.factor = sel(pos, C(1), e) / one_pe;
   } else {
     if constexpr (F == ScaleFn::kExpClamped) {
       const C t = tanh_c(raw * inv_clamp);  // soft clamp to (-clamp, clamp)
@@ -198,7 +206,7 @@ PYGEN_HD LogisticTerm<C> logistic_term(C x, C mean, C inv_scale) {
 template <class C>
 PYGEN_HD C tanh_half(C z, C e) {
   const C t = (C(1) - e) / (C(1) + e);
-  return z < C(0) ? -t : t;
+  return sel(z < C(0), -t, t);
 }
 
 // The three running log-sum-exps at one x.
@@ -215,6 +223,32 @@ struct MixAccum {
     lse_push(mf, sf, a + t.log_sig_neg - log_scale);
   }
 };
+
+// The fast path of the same three sums, in linear space: w_k sigmoid(+-z_k) from one
+// exponential and one division per component, against the log-space path's four
+// exponentials and a log. F and 1 - F are still separate sums of positive terms (no
+// cancellation, nothing rounds to 1 that is then subtracted); only underflow can spoil
+// them, so their logs are used when all three sums are at least kMixLinearMin, and
+// the log-space path is taken otherwise (far tails).
+template <class C>
+constexpr C kMixLinearMin = sizeof(C) == 8 ? C(1e-280) : C(1e-30);
+
+template <class C>
+PYGEN_HD void mix_linear_push(C& F, C& G, C& f, C x, C mean, C inv_scale, C w) {
+  const C z = (x - mean) * inv_scale;
+  const C e = exp_c(-abs_c(z));
+  const C hi = C(1) / (C(1) + e);  // sigmoid(|z|)
+  const C lo = e * hi;             // sigmoid(-|z|)
+  const bool pos = z >= C(0);
+  F += w * sel(pos, hi, lo);
+  G += w * sel(pos, lo, hi);
+  f += w * (hi * lo) * inv_scale;
+}
+
+template <class C>
+PYGEN_HD bool mix_linear_ok(C F, C G, C f) {
+  return (F >= kMixLinearMin<C>)&(G >= kMixLinearMin<C>)&(f >= kMixLinearMin<C>);
+}
 
 // log F, log(1 - F), log f, and the forward map's y = logit F and its log-derivative.
 template <class C>
@@ -279,24 +313,22 @@ struct NewtonState {
 
   PYGEN_HD C mid() const { return lo + C(0.5) * (hi - lo); }
 
-  // One update from g (= logit F(x) - y) and its derivative dg at the current x.
+  // One update from g (= logit F(x) - y) and its derivative dg at the current x;
+  // branch-free (bitwise & and |, selects), so the CPU's lane loop vectorizes.
   PYGEN_HD void update(C g, C dg, C tol) {
-    if (done) return;
-    lo = g < C(0) ? x : lo;
-    hi = g > C(0) ? x : hi;
-    if (g == C(0)) lo = hi = x;
-    const C m = mid();
+    const C nlo = sel(g <= C(0), x, lo);  // g == 0: both ends move to x
+    const C nhi = sel(g >= C(0), x, hi);
+    const C m = nlo + C(0.5) * (nhi - nlo);
     const C tol_x = tol * max_c(C(1), abs_c(x));
-    if (hi - lo <= C(2) * tol_x || m <= lo || m >= hi) {
-      done = true;
-      x = m;
-      return;
-    }
-    C newton = x - g / dg + (g > C(0) ? C(-0.5) : C(0.5)) * tol_x;
-    const bool take = newton > lo && newton < hi && abs_c(newton - x) <= C(0.5) * abs_c(step);
-    newton = take ? newton : m;
-    step = newton - x;
-    x = newton;
+    const bool stop = (nhi - nlo <= C(2) * tol_x) | (m <= nlo) | (m >= nhi);
+    const C newton = x - g / dg + sel(g > C(0), C(-0.5), C(0.5)) * tol_x;
+    const bool take = (newton > nlo) & (newton < nhi) & (abs_c(newton - x) <= C(0.5) * abs_c(step));
+    const C next = sel(stop, m, sel(take, newton, m));
+    lo = sel(done, lo, nlo);
+    hi = sel(done, hi, nhi);
+    step = sel(done | stop, step, next - x);
+    x = sel(done, x, next);
+    done = done | stop;
   }
 };
 

@@ -17,13 +17,14 @@ constexpr int L = 16;  // lanes of a tile
 template <class C>
 class Tile {
  public:
-  explicit Tile(int64_t k) : k_(k), buf_(size_t(7 * k * L)) {}
+  explicit Tile(int64_t k) : k_(k), buf_(size_t(8 * k * L)) {}
 
   C* log_w() { return buf_.data(); }
   C* mean() { return buf_.data() + k_ * L; }
   C* log_scale() { return buf_.data() + 2 * k_ * L; }
   C* inv_scale() { return buf_.data() + 3 * k_ * L; }
-  C* grad(int which) { return buf_.data() + (4 + which) * k_ * L; }  // backward scratch
+  C* weight() { return buf_.data() + 4 * k_ * L; }                   // softmax(logits)
+  C* grad(int which) { return buf_.data() + (5 + which) * k_ * L; }  // backward scratch
   C max_log_scale[L];
 
   // Elements [i0, i0 + n) (lanes past n repeat the last one); false on a non-finite
@@ -48,13 +49,34 @@ class Tile {
         max_log_scale[j] = max_c(max_log_scale[j], ls[c * L + j]);
       }
     for (int j = 0; j < L; ++j) mx[j] = lse_value(mx[j], sum[j]);
+    C* w = weight();
     for (int64_t c = 0; c < k_; ++c)
-      for (int j = 0; j < L; ++j) lw[c * L + j] -= mx[j];  // log softmax
+      for (int j = 0; j < L; ++j) {
+        lw[c * L + j] -= mx[j];  // log softmax
+        w[c * L + j] = exp_c(lw[c * L + j]);
+      }
     return ok;
   }
 
-  // log F, log(1 - F) and log f at x[lane].
+  // log F, log(1 - F) and log f at x[lane]: the linear-space sums, and the log-space
+  // ones where a lane's sums come near underflow.
   void eval(const C* x, C* log_F, C* log_G, C* log_f) {
+    const C *mu = mean(), *is = inv_scale(), *w = weight();
+    C F[L], G[L], f[L];
+    for (int j = 0; j < L; ++j) F[j] = G[j] = f[j] = 0;
+    for (int64_t c = 0; c < k_; ++c)
+      for (int j = 0; j < L; ++j)
+        mix_linear_push(F[j], G[j], f[j], x[j], mu[c * L + j], is[c * L + j], w[c * L + j]);
+    bool all_ok = true;
+    for (int j = 0; j < L; ++j) {
+      all_ok &= mix_linear_ok(F[j], G[j], f[j]);
+      log_F[j] = log_c(F[j]), log_G[j] = log_c(G[j]), log_f[j] = log_c(f[j]);
+    }
+    if (!all_ok) eval_log_space(x, F, G, f, log_F, log_G, log_f);
+  }
+
+  // The log-space sums, for the lanes whose linear sums (F, G, f) are not usable.
+  void eval_log_space(const C* x, const C* F, const C* G, const C* f, C* log_F, C* log_G, C* log_f) {
     const C *lw = log_w(), *mu = mean(), *ls = log_scale(), *is = inv_scale();
     C mF[L], sF[L], mG[L], sG[L], mf[L], sf[L];
     for (int j = 0; j < L; ++j) mF[j] = mG[j] = mf[j] = C(-INFINITY), sF[j] = sG[j] = sf[j] = 0;
@@ -66,9 +88,12 @@ class Tile {
         lse_push(mG[j], sG[j], lw[c * L + j] + t.log_sig_neg);
         lse_push(mf[j], sf[j], a + t.log_sig_neg - ls[c * L + j]);
       }
-    for (int j = 0; j < L; ++j)
-      log_F[j] = lse_value(mF[j], sF[j]), log_G[j] = lse_value(mG[j], sG[j]),
-      log_f[j] = lse_value(mf[j], sf[j]);
+    for (int j = 0; j < L; ++j) {
+      const bool ok = mix_linear_ok(F[j], G[j], f[j]);
+      log_F[j] = sel(ok, log_F[j], lse_value(mF[j], sF[j]));
+      log_G[j] = sel(ok, log_G[j], lse_value(mG[j], sG[j]));
+      log_f[j] = sel(ok, log_f[j], lse_value(mf[j], sf[j]));
+    }
   }
 
   // The inverse: x[lane] with logit F(x) = y[lane].
@@ -203,9 +228,9 @@ void backward(const MixLogisticBackwardParams& p) {
         for (int j = 0; j < L; ++j) {
           const MixComponentGrad<C> g = component(c, j, dy[j], dl[j]);
           const bool fin = finite_c(x[j]);
-          g0[c * L + j] = fin ? g.logit : C(0);
-          g1[c * L + j] = fin ? g.mean : C(0);
-          g2[c * L + j] = fin ? g.log_scale : C(0);
+          g0[c * L + j] = sel(fin, g.logit, C(0));
+          g1[c * L + j] = sel(fin, g.mean, C(0));
+          g2[c * L + j] = sel(fin, g.log_scale, C(0));
           dldx[j] += g.dl_dx_part;
         }
       if (!p.inverse)

@@ -36,7 +36,14 @@ struct Mixture {
 
   __device__ C log_w(int64_t c) const { return to_acc(logits[c]) - lse_logits; }
 
+  // The linear-space sums, or the log-space ones near underflow (coupling_math.h).
   __device__ MixEval<C> eval(C x) const {
+    C F = 0, G = 0, f = 0;
+    for (int64_t c = 0; c < k; ++c) {
+      const C s = to_acc(log_scales[c]);
+      mix_linear_push(F, G, f, x, C(to_acc(means[c])), exp_c(-s), exp_c(log_w(c)));
+    }
+    if (mix_linear_ok(F, G, f)) return {log_c(F), log_c(G), log_c(f)};
     MixAccum<C> acc;
     for (int64_t c = 0; c < k; ++c) {
       const C s = to_acc(log_scales[c]);

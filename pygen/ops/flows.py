@@ -69,9 +69,10 @@ def mix_logistic_cdf(
     """Flow++'s elementwise transform ``y = logit F(x)``, or its inverse, with ``log |dy/dx|``.
 
     ``F(x) = sum_k softmax(logits)_k * sigmoid((x - means_k) * exp(-log_scales_k))``.
-    ``F``, ``1 - F`` and the density are evaluated as log-sum-exps of log-sigmoids, so
-    ``y`` and the log-derivative stay finite and accurate far in the tails, where ``F``
-    itself rounds to 0 or 1.
+    ``F`` and ``1 - F`` are summed separately from positive terms (``1 - F`` never
+    comes from a rounded ``F``), and where a sum nears underflow, ``F``, ``1 - F`` and
+    the density are evaluated as log-sum-exps of log-sigmoids instead, so ``y`` and the
+    log-derivative stay finite and accurate far in the tails.
 
     The inverse solves ``logit F(x) = y`` by safeguarded Newton-bisection inside the
     bracket ``[min_k(means_k + y e^{log_scales_k}), max_k(...)]``, which provably contains
