@@ -55,4 +55,20 @@ TORCH_LIBRARY(pygen, m) {
       "solver_update(Tensor x, Tensor? out, Tensor? uncond, Tensor[] history, Tensor coef, "
       "bool noise, int seed, int offset, float threshold_ratio, float threshold_max) -> (Tensor y, Tensor "
       "pred)");
+
+  // flows: coupling transforms (affine, logistic-mixture CDF), pygen/ops/flows.py
+  m.def(
+      "affine_coupling(Tensor x, Tensor shift, Tensor raw_scale, str scale_fn, float? clamp, bool inverse) "
+      "-> (Tensor y, Tensor logabsdet)");
+  m.def(
+      "affine_coupling_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor shift, "
+      "Tensor raw_scale, str scale_fn, float? clamp, bool inverse) -> (Tensor grad_x, Tensor grad_shift, "
+      "Tensor grad_raw_scale)");
+  m.def(
+      "mix_logistic_cdf(Tensor x, Tensor logits, Tensor means, Tensor log_scales, bool inverse, float tol, "
+      "int max_iters) -> (Tensor y, Tensor logabsdet)");
+  m.def(
+      "mix_logistic_cdf_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor logits, "
+      "Tensor means, Tensor log_scales, bool inverse) -> (Tensor grad_in, Tensor grad_logits, "
+      "Tensor grad_means, Tensor grad_log_scales)");
 }

@@ -1,14 +1,24 @@
-"""Elementwise normalizing-flow transforms (pure PyTorch; kernel-backed versions replace
-this file). Every function returns ``(y, logabsdet)`` and is differentiable by autograd,
-except ``mix_logistic_cdf``'s inverse (bisection), which is meant for sampling.
-"""
+"""Elementwise transforms of normalizing-flow coupling layers, with fused log-determinants.
 
-from __future__ import annotations
+``affine_coupling`` is the map of RealNVP / Glow affine couplings; ``mix_logistic_cdf``
+is Flow++'s logistic-mixture CDF transform. Both run forward and inverse on CPU and
+CUDA, and are differentiable in every tensor input through registered backward kernels.
+"""
 
 import math
 
 import torch
 import torch.nn.functional as F
+
+from pygen._build import _C  # noqa: F401  (registers the ops)
+
+SCALE_FNS = ("exp", "sigmoid")
+
+
+def _check_tensors(**tensors):
+    for name, t in tensors.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
 
 
 def affine_coupling(
@@ -20,46 +30,87 @@ def affine_coupling(
     clamp: float | None = None,
     inverse: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The affine half of a coupling layer, ``y = x * scale + shift``.
+    """``y = x * scale + shift`` (or the inverse) and its per-sample log-determinant.
+
+    The scale comes from the network's ``raw_scale``:
+
+    - ``scale_fn="exp"``: ``log scale = raw_scale``, or with ``clamp`` the soft clamp
+      ``clamp * tanh(raw_scale / clamp)`` (``clamp > 0``);
+    - ``scale_fn="sigmoid"`` (Glow): ``scale = sigmoid(raw_scale + 2)``.
 
     Args:
-        x, shift, raw_scale: the same shape ``[B, ...]``, dtype and device.
-        scale_fn: ``"exp"``: ``log scale = raw_scale``, or ``clamp * tanh(raw_scale / clamp)``
-            when ``clamp`` is given (a soft bound on |log scale|); ``"sigmoid"``:
-            ``scale = sigmoid(raw_scale + 2)`` (Glow's choice; ``clamp`` must be None).
-        inverse: compute ``x = (y - shift) / scale`` from ``y`` given as ``x``.
+        x: ``[B, ...]``, float32, float64, float16 or bfloat16 (16-bit inputs compute
+            in float32). With ``inverse=True`` this is the ``y`` to invert.
+        shift, raw_scale: x's shape, dtype and device (no broadcasting).
+        scale_fn: ``"exp"`` or ``"sigmoid"``.
+        clamp: soft clamp of the log scale for ``"exp"``; None for none.
+        inverse: compute ``x = (y - shift) / scale`` instead.
 
     Returns:
-        ``y`` like ``x``, and ``logabsdet`` ``[B]``: the sum over non-batch dims of
-        ``log scale`` (negated for the inverse); float32, float64 for float64 inputs.
+        ``(y, logabsdet)``: y of x's shape and dtype; logabsdet ``[B]``, float32
+        (float64 for float64 x), the sum of ``log scale`` over all non-batch dims, negated
+        for the inverse (the log-determinant of the map applied).
     """
-    for name, t in (("x", x), ("shift", shift), ("raw_scale", raw_scale)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-        if t.shape != x.shape or t.dtype != x.dtype or t.device != x.device:
-            raise ValueError(
-                f"{name} must match x's shape {tuple(x.shape)}, dtype {x.dtype} and device {x.device}, got "
-                f"{tuple(t.shape)}, {t.dtype}, {t.device}"
-            )
-    if x.dim() < 1:
-        raise ValueError("x must have a batch dimension, got a 0-d tensor")
-    if scale_fn not in ("exp", "sigmoid"):
+    _check_tensors(x=x, shift=shift, raw_scale=raw_scale)
+    if scale_fn not in SCALE_FNS:
         raise ValueError(f"scale_fn must be 'exp' or 'sigmoid', got {scale_fn!r}")
-    if clamp is not None and (scale_fn != "exp" or not clamp > 0):
-        raise ValueError(f"clamp must be None or > 0, and only with scale_fn='exp', got {clamp!r}")
-    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    raw = raw_scale.to(acc)
-    if scale_fn == "sigmoid":
-        log_scale = F.logsigmoid(raw + 2)
-    else:
-        log_scale = raw if clamp is None else clamp * torch.tanh(raw / clamp)
-    xa, shift_a = x.to(acc), shift.to(acc)
-    if inverse:
-        y = (xa - shift_a) * torch.exp(-log_scale)
-    else:
-        y = xa * torch.exp(log_scale) + shift_a
-    logabsdet = log_scale.flatten(1).sum(1) if x.dim() > 1 else log_scale
-    return y.to(x.dtype), -logabsdet if inverse else logabsdet
+    return torch.ops.pygen.affine_coupling(
+        x, shift, raw_scale, scale_fn, None if clamp is None else float(clamp), bool(inverse)
+    )
+
+
+def mix_logistic_cdf(
+    x: torch.Tensor,
+    logits: torch.Tensor,
+    means: torch.Tensor,
+    log_scales: torch.Tensor,
+    *,
+    inverse: bool = False,
+    tol: float | None = None,
+    max_iters: int = 100,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flow++'s elementwise transform ``y = logit F(x)``, or its inverse, with ``log |dy/dx|``.
+
+    ``F(x) = sum_k softmax(logits)_k * sigmoid((x - means_k) * exp(-log_scales_k))``.
+    ``F`` and ``1 - F`` are summed separately from positive terms (``1 - F`` never
+    comes from a rounded ``F``), and where a sum nears underflow, ``F``, ``1 - F`` and
+    the density are evaluated as log-sum-exps of log-sigmoids instead, so ``y`` and the
+    log-derivative stay finite and accurate far in the tails.
+
+    The inverse solves ``logit F(x) = y`` by safeguarded Newton-bisection inside the
+    bracket ``[min_k(means_k + y e^{log_scales_k}), max_k(...)]``, which provably contains
+    the root. It stops when ``|x - root| <= tol * max(1, |root|)`` is guaranteed (or no
+    floating-point number is left between the bracket's ends), which takes a few Newton
+    steps; ``max_iters`` bounds the steps (bisection alone would need about
+    ``log2(bracket width / tol)``). ``y = +-inf`` gives ``x = +-inf``, NaN gives NaN.
+
+    Args:
+        x: any shape ``[...]``, float32, float64, float16 or bfloat16 (16-bit inputs
+            compute in float32). With ``inverse=True`` this is the ``y`` to invert.
+        logits, means, log_scales: ``[..., K]`` (x's shape plus the components), x's
+            dtype and device; must be finite (NaN or inf raise).
+        inverse: compute ``x = F^{-1}(sigmoid(y))``.
+        tol: the inverse's tolerance, relative above 1 and absolute below; default
+            ``1e-6`` (float32 and 16-bit) or ``1e-12`` (float64).
+        max_iters: the inverse's iteration cap.
+
+    Returns:
+        ``(y, logabsdet)``, both of x's shape: y in x's dtype, logabsdet
+        ``log |dy/dx|`` of the map applied (``-log |dy/dx|`` at the solution for the
+        inverse), float32 (float64 for float64 x). At ``x = +-inf`` the forward gives
+        ``y = +-inf`` and logabsdet's limit ``-max_k log_scales_k``.
+
+    Checking the parameters' finiteness reads a flag the kernel writes: on CUDA that is
+    a host synchronization per call.
+    """
+    _check_tensors(x=x, logits=logits, means=means, log_scales=log_scales)
+    if tol is None:
+        tol = 1e-12 if x.dtype == torch.float64 else 1e-6
+    if not isinstance(max_iters, int):
+        raise TypeError(f"max_iters must be an int, got {type(max_iters).__name__}")
+    return torch.ops.pygen.mix_logistic_cdf(
+        x, logits, means, log_scales, bool(inverse), float(tol), max_iters
+    )
 
 
 def rq_spline(
@@ -164,59 +215,57 @@ def rq_spline(
     return torch.where(inside, out, x), torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
 
 
-def mix_logistic_cdf(
-    x: torch.Tensor,
-    logits: torch.Tensor,
-    means: torch.Tensor,
-    log_scales: torch.Tensor,
-    *,
-    inverse: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flow++'s elementwise mixture-of-logistics CDF in logit space,
-    ``y = logit(F(x))``, ``F(x) = sum_k softmax(logits)_k sigmoid((x - means_k) exp(-log_scales_k))``.
+def _logdet_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
 
-    Args:
-        x: any shape ``[...]``, float32 or float64.
-        logits, means, log_scales: ``[..., K]``, x's dtype and device.
-        inverse: find ``x`` with ``logit(F(x)) = y`` (bisection inside the bracket
-            ``[min_k, max_k] (means_k + exp(log_scales_k) y)``, which holds the root).
 
-    Returns:
-        ``y`` like ``x`` and the elementwise ``logabsdet`` like ``x`` (of the inverse map
-        when ``inverse``).
-    """
-    for name, t in (("x", x), ("logits", logits), ("means", means), ("log_scales", log_scales)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    k = logits.shape[-1] if logits.dim() else 0
-    for name, t in (("logits", logits), ("means", means), ("log_scales", log_scales)):
-        if t.shape != (*x.shape, k) or t.dtype != x.dtype or t.device != x.device:
-            raise ValueError(
-                f"{name} must be {tuple(x.shape) + (k,)} with x's dtype {x.dtype} and device {x.device}, "
-                f"got {tuple(t.shape)}, {t.dtype}, {t.device}"
-            )
-    if k < 1:
-        raise ValueError("logits must have at least one component in the last dim")
-    log_pi = torch.log_softmax(logits, -1)
+@torch.library.register_fake("pygen::affine_coupling")
+def _affine_coupling_fake(x, shift, raw_scale, scale_fn, clamp, inverse):
+    return torch.empty_like(x), x.new_empty(x.shape[:1], dtype=_logdet_dtype(x))
 
-    def forward(v):
-        # log F, log(1 - F) and log F' by log-sum-exp, so the tails keep their precision.
-        u = (v[..., None] - means) * torch.exp(-log_scales)
-        log_f = torch.logsumexp(log_pi + F.logsigmoid(u), -1)
-        log_1mf = torch.logsumexp(log_pi + F.logsigmoid(-u), -1)
-        log_pdf = torch.logsumexp(log_pi + F.logsigmoid(u) + F.logsigmoid(-u) - log_scales, -1)
-        return log_f - log_1mf, log_pdf - log_f - log_1mf
 
-    if not inverse:
-        return forward(x)
-    with torch.no_grad():
-        ends = means + torch.exp(log_scales) * x[..., None]
-        lo, hi = ends.min(-1).values, ends.max(-1).values
-        # Each step halves the bracket: 64 (120) halvings take any bracket of a sane width
-        # below float32's (float64's) resolution at the root.
-        for _ in range(120 if x.dtype == torch.float64 else 64):
-            mid = (lo + hi) / 2
-            below = forward(mid)[0] < x
-            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
-        root = (lo + hi) / 2
-    return root, -forward(root)[1]
+@torch.library.register_fake("pygen::affine_coupling_backward")
+def _affine_coupling_backward_fake(grad_y, grad_logdet, x, shift, raw_scale, scale_fn, clamp, inverse):
+    return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+
+
+@torch.library.register_fake("pygen::mix_logistic_cdf")
+def _mix_logistic_cdf_fake(x, logits, means, log_scales, inverse, tol, max_iters):
+    return torch.empty_like(x), torch.empty_like(x, dtype=_logdet_dtype(x))
+
+
+@torch.library.register_fake("pygen::mix_logistic_cdf_backward")
+def _mix_logistic_cdf_backward_fake(grad_y, grad_logdet, x, logits, means, log_scales, inverse):
+    return (torch.empty_like(x),) + tuple(torch.empty_like(logits) for _ in range(3))
+
+
+def _affine_setup_context(ctx, inputs, output):
+    x, shift, raw_scale, *ctx.config = inputs
+    ctx.save_for_backward(x, shift, raw_scale)
+
+
+def _affine_backward(ctx, grad_y, grad_logdet):
+    x, shift, raw_scale = ctx.saved_tensors
+    grads = torch.ops.pygen.affine_coupling_backward(grad_y, grad_logdet, x, shift, raw_scale, *ctx.config)
+    return (*grads, None, None, None)
+
+
+def _mix_setup_context(ctx, inputs, output):
+    x, logits, means, log_scales, inverse, _tol, _max_iters = inputs
+    ctx.inverse = inverse
+    # The backward evaluates at the point of x-space: the input, or the inverse's output.
+    ctx.save_for_backward(output[0] if inverse else x, logits, means, log_scales)
+
+
+def _mix_backward(ctx, grad_y, grad_logdet):
+    point, logits, means, log_scales = ctx.saved_tensors
+    grads = torch.ops.pygen.mix_logistic_cdf_backward(
+        grad_y, grad_logdet, point, logits, means, log_scales, ctx.inverse
+    )
+    return (*grads, None, None, None)
+
+
+torch.library.register_autograd(
+    "pygen::affine_coupling", _affine_backward, setup_context=_affine_setup_context
+)
+torch.library.register_autograd("pygen::mix_logistic_cdf", _mix_backward, setup_context=_mix_setup_context)

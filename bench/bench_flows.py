@@ -1,0 +1,125 @@
+"""Normalizing-flow coupling ops against the same arithmetic in PyTorch eager.
+
+affine_coupling: ``y = x * exp(log_s) + shift`` and ``log_s.sum`` as nflows / normflows /
+FrEIA write it (forward, inverse, forward + backward). mix_logistic_cdf: Flow++'s
+logistic-mixture CDF in log space (forward), and its inverse against Flow++'s own
+bisection (the PyTorch port's ``mixture_inv_cdf``: 100 halvings of the bracket
+``means -+ 20 * sum(scales)`` at most, stopping when no element moves by more than 1e-10).
+"""
+
+import torch
+import torch.nn.functional as F
+
+import pygen
+from pygen.bench import Case
+
+
+def eager_affine(x, shift, raw, inverse=False):
+    if inverse:
+        return (x - shift) * torch.exp(-raw), -raw.flatten(1).sum(1)
+    return x * torch.exp(raw) + shift, raw.flatten(1).sum(1)
+
+
+def eager_mix_forward(x, logits, means, log_scales):
+    log_w = torch.log_softmax(logits, -1)
+    z = (x.unsqueeze(-1) - means) * torch.exp(-log_scales)
+    log_sig, log_sig_neg = F.logsigmoid(z), F.logsigmoid(-z)
+    log_F = torch.logsumexp(log_w + log_sig, -1)
+    log_G = torch.logsumexp(log_w + log_sig_neg, -1)
+    log_f = torch.logsumexp(log_w + log_sig + log_sig_neg - log_scales, -1)
+    return log_F - log_G, log_f - log_F - log_G
+
+
+def flowpp_inverse(y, logits, means, log_scales, eps=1e-10, max_iters=100):
+    """Flow++'s inverse (github.com/chrischute/flowplusplus, mixture_inv_cdf) on sigmoid(y)."""
+    u = torch.sigmoid(y)
+    log_w = torch.log_softmax(logits, -1)
+
+    def cdf(v):
+        z = (v.unsqueeze(-1) - means) * torch.exp(-log_scales)
+        return torch.logsumexp(log_w + F.logsigmoid(z), -1).exp()
+
+    x = torch.zeros_like(u)
+    max_scales = torch.exp(log_scales).sum(-1, keepdim=True)
+    lb = (means - 20 * max_scales).min(-1).values
+    ub = (means + 20 * max_scales).max(-1).values
+    diff, i = float("inf"), 0
+    while diff > eps and i < max_iters:
+        gt = (cdf(x) > u).to(u.dtype)
+        lt = 1 - gt
+        new_x = gt * (x + lb) / 2 + lt * (x + ub) / 2
+        lb, ub = gt * lb + lt * x, gt * x + lt * ub
+        diff = (new_x - x).abs().max().item()
+        x = new_x
+        i += 1
+    return x
+
+
+def _affine_cases(device, quick):
+    out = []
+    for shape in [(256, 3, 32, 32)] if quick else [(256, 3, 32, 32), (64, 4096)]:
+        x, shift, raw = (torch.randn(shape, device=device) for _ in range(3))
+        label = "x".join(map(str, shape))
+        for inverse in (False, True):
+            out.append(
+                Case(
+                    name=f"affine {'inverse' if inverse else 'forward'} {label}",
+                    fn=lambda x=x, s=shift, r=raw, inv=inverse: pygen.ops.affine_coupling(
+                        x, s, r, inverse=inv
+                    ),
+                    baseline="eager (nflows)",
+                    baseline_fn=lambda x=x, s=shift, r=raw, inv=inverse: eager_affine(x, s, r, inv),
+                    params={"shape": list(shape), "inverse": inverse, "device": device},
+                )
+            )
+        leaves = [t.clone().requires_grad_() for t in (x, shift, raw)]
+        gy, gl = torch.randn(shape, device=device), torch.randn(shape[0], device=device)
+
+        def fwd_bwd(f, leaves=leaves, gy=gy, gl=gl):
+            y, ld = f(*leaves)
+            return torch.autograd.grad((y, ld), leaves, (gy, gl))
+
+        out.append(
+            Case(
+                name=f"affine fwd+bwd {label}",
+                fn=lambda fb=fwd_bwd: fb(pygen.ops.affine_coupling),
+                baseline="eager (nflows)",
+                baseline_fn=lambda fb=fwd_bwd: fb(eager_affine),
+                params={"shape": list(shape), "backward": True, "device": device},
+            )
+        )
+    return out
+
+
+def _mix_cases(device, quick):
+    out = []
+    shape = (4, 3, 32, 32) if quick else (16, 3, 32, 32)
+    for k in (4, 32):
+        x = torch.randn(shape, device=device) * 2
+        logits, means = torch.randn(*shape, k, device=device), torch.randn(*shape, k, device=device)
+        log_scales = torch.randn(*shape, k, device=device) * 0.5
+        y = eager_mix_forward(x, logits, means, log_scales)[0]
+        params = {"shape": list(shape), "k": k, "device": device}
+        out.append(
+            Case(
+                name=f"mixture forward K={k} {'x'.join(map(str, shape))}",
+                fn=lambda x=x, a=(logits, means, log_scales): pygen.ops.mix_logistic_cdf(x, *a),
+                baseline="eager (log space)",
+                baseline_fn=lambda x=x, a=(logits, means, log_scales): eager_mix_forward(x, *a),
+                params=params,
+            )
+        )
+        out.append(
+            Case(
+                name=f"mixture inverse K={k} {'x'.join(map(str, shape))}",
+                fn=lambda y=y, a=(logits, means, log_scales): pygen.ops.mix_logistic_cdf(y, *a, inverse=True),
+                baseline="eager (Flow++ bisection)",
+                baseline_fn=lambda y=y, a=(logits, means, log_scales): flowpp_inverse(y, *a),
+                params={**params, "inverse": True},
+            )
+        )
+    return out
+
+
+def cases(device: str, quick: bool = False) -> list[Case]:
+    return _affine_cases(device, quick) + _mix_cases(device, quick)

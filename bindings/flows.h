@@ -1,0 +1,38 @@
+// Pieces of the normalizing-flow ops' bindings that the CPU and CUDA implementations
+// share: argument checks, output allocation and params, with the device's launch passed in.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <optional>
+#include <string>
+
+#include "csrc/flows/affine_coupling.h"
+#include "csrc/flows/mix_logistic.h"
+
+namespace pygen {
+
+std::tuple<at::Tensor, at::Tensor> affine_coupling_impl(
+    const at::Tensor& x, const at::Tensor& shift, const at::Tensor& raw_scale, const std::string& scale_fn,
+    std::optional<double> clamp, bool inverse,
+    const std::function<void(const AffineCouplingParams&)>& launch);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_impl(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,
+    const at::Tensor& x, const at::Tensor& shift, const at::Tensor& raw_scale, const std::string& scale_fn,
+    std::optional<double> clamp, bool inverse,
+    const std::function<void(const AffineCouplingBackwardParams&)>& launch);
+
+// Runs `launch` and raises if the kernel reported a non-finite parameter (reading the
+// status waits for the kernel).
+std::tuple<at::Tensor, at::Tensor> mix_logistic_cdf_impl(
+    const at::Tensor& x, const at::Tensor& logits, const at::Tensor& means, const at::Tensor& log_scales,
+    bool inverse, double tol, int64_t max_iters, const std::function<void(const MixLogisticParams&)>& launch);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mix_logistic_cdf_backward_impl(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,
+    const at::Tensor& x, const at::Tensor& logits, const at::Tensor& means, const at::Tensor& log_scales,
+    bool inverse, const std::function<void(const MixLogisticBackwardParams&)>& launch);
+
+}  // namespace pygen

@@ -1,0 +1,132 @@
+// CUDA kernels of affine_coupling. Forward: one block per chunk of a sample (the CPU's
+// chunks), a fixed-order block reduction of the log scales, and with several chunks a
+// second pass adding each sample's chunk sums in order: deterministic, no atomics.
+// Backward: one thread per element.
+#include <algorithm>
+
+#include "cuda/flows/affine_coupling.h"
+
+namespace pygen {
+
+namespace {
+
+constexpr int kThreads = 256;
+
+template <class C>
+__device__ C block_sum(C v) {
+  __shared__ C warp_sums[kThreads / 32];
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
+  __syncthreads();
+  C total = 0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
+  return total;  // meaningful in thread 0
+}
+
+template <class T, ScaleFn F, bool Inverse>
+__global__ void forward_kernel(AffineCouplingParams p, int64_t chunks) {
+  using C = AccOf<T>;
+  const T* x = static_cast<const T*>(p.x);
+  const T* shift = static_cast<const T*>(p.shift);
+  const T* raw = static_cast<const T*>(p.raw);
+  T* y = static_cast<T*>(p.y);
+  const C clamp = C(p.clamp), inv_clamp = p.clamp > 0 ? C(1.0 / p.clamp) : C(0);
+  const int64_t t = blockIdx.x;
+  const int64_t b = t / chunks;
+  const int64_t begin = b * p.numel + (t % chunks) * kAffineChunk;
+  const int64_t row_end = (b + 1) * p.numel;
+  const int64_t end = begin + kAffineChunk < row_end ? begin + kAffineChunk : row_end;
+  C acc = 0;
+  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+    const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[i]), clamp, inv_clamp);
+    const C v = to_acc(x[i]), sh = to_acc(shift[i]);
+    y[i] = from_acc<T>(Inverse ? (v - sh) * s.factor : v * s.factor + sh);
+    acc += s.log_scale;
+  }
+  const C sum = block_sum(acc);
+  if (threadIdx.x == 0) {
+    C* out = chunks == 1 ? static_cast<C*>(p.logdet) + b : static_cast<C*>(p.partial) + t;
+    *out = Inverse ? -sum : sum;
+  }
+}
+
+template <class C>
+__global__ void sum_chunks_kernel(const C* partial, int64_t batch, int64_t chunks, C* logdet) {
+  const int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (b >= batch) return;
+  C sum = 0;
+  for (int64_t c = 0; c < chunks; ++c) sum += partial[b * chunks + c];
+  logdet[b] = sum;
+}
+
+template <class T, ScaleFn F, bool Inverse>
+__global__ void backward_kernel(AffineCouplingBackwardParams p) {
+  using C = AccOf<T>;
+  const T* gy = static_cast<const T*>(p.grad_y);
+  const C* gl = static_cast<const C*>(p.grad_logdet);
+  const T* x = static_cast<const T*>(p.x);
+  const T* shift = static_cast<const T*>(p.shift);
+  const T* raw = static_cast<const T*>(p.raw);
+  T* gx = static_cast<T*>(p.grad_x);
+  T* gshift = static_cast<T*>(p.grad_shift);
+  T* graw = static_cast<T*>(p.grad_raw);
+  const C clamp = C(p.clamp), inv_clamp = p.clamp > 0 ? C(1.0 / p.clamp) : C(0);
+  const int64_t total = p.batch * p.numel;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[i]), clamp, inv_clamp);
+    const C g = gy ? to_acc(gy[i]) : C(0);
+    const C g_l = gl ? gl[i / p.numel] : C(0);
+    const C v = to_acc(x[i]);
+    if constexpr (Inverse) {
+      const C out = (v - to_acc(shift[i])) * s.factor;
+      gx[i] = from_acc<T>(g * s.factor);
+      gshift[i] = from_acc<T>(-g * s.factor);
+      graw[i] = from_acc<T>(-(g * out + g_l) * s.dlog);
+    } else {
+      gx[i] = from_acc<T>(g * s.factor);
+      gshift[i] = from_acc<T>(g);
+      graw[i] = from_acc<T>((g * v * s.factor + g_l) * s.dlog);
+    }
+  }
+}
+
+int grid_for(int64_t n) {
+  int device = 0, sms = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  return int(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(sms) * 8)));
+}
+
+}  // namespace
+
+cudaError_t affine_coupling_cuda(const AffineCouplingParams& p, cudaStream_t stream) {
+  const int64_t chunks = affine_chunks(p.numel);
+  if (p.batch * p.numel == 0) return cudaSuccess;
+  visit_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using C = AccOf<T>;
+    visit_affine_map(p.scale_fn, p.inverse, [&](auto fn, auto inv) {
+      forward_kernel<T, fn(), inv()><<<unsigned(p.batch * chunks), kThreads, 0, stream>>>(p, chunks);
+    });
+    if (chunks > 1)
+      sum_chunks_kernel<C><<<unsigned((p.batch + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+          static_cast<const C*>(p.partial), p.batch, chunks, static_cast<C*>(p.logdet));
+  });
+  return cudaGetLastError();
+}
+
+cudaError_t affine_coupling_backward_cuda(const AffineCouplingBackwardParams& p, cudaStream_t stream) {
+  const int64_t total = p.batch * p.numel;
+  if (total == 0) return cudaSuccess;
+  const int grid = grid_for(total);
+  visit_dtype(p.dtype, [&](auto tag) {
+    visit_affine_map(p.scale_fn, p.inverse, [&](auto fn, auto inv) {
+      backward_kernel<decltype(tag), fn(), inv()><<<grid, kThreads, 0, stream>>>(p);
+    });
+  });
+  return cudaGetLastError();
+}
+
+}  // namespace pygen
