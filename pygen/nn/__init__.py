@@ -6,5 +6,15 @@ from pygen.nn.attention import (
     SparseTransformerBlock,
     sparse_transformer_layout,
 )
+from pygen.nn.quant import BitLinear, Int4Linear, MXFP4Linear, TernaryLinear
 
-__all__ = ["Attention", "MultiheadAttention", "SparseTransformerBlock", "sparse_transformer_layout"]
+__all__ = [
+    "Attention",
+    "BitLinear",
+    "Int4Linear",
+    "MXFP4Linear",
+    "MultiheadAttention",
+    "SparseTransformerBlock",
+    "TernaryLinear",
+    "sparse_transformer_layout",
+]
