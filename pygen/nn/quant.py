@@ -45,6 +45,8 @@ class QuantLinear(nn.Module):
     """
 
     format: str
+    # from_linear options that configure the layer rather than pygen.quant.quantize
+    _layer_only_options: tuple[str, ...] = ()
 
     def _init_buffers(self, in_features, out_features, bias, packed_cols, scales, zeros):
         self.in_features, self.out_features = in_features, out_features
@@ -98,8 +100,6 @@ class QuantLinear(nn.Module):
         qweight = quantize(linear.weight, cls.format, **options)
         return cls.from_quantized(qweight, linear.bias, **layer_options)
 
-    _layer_only_options: tuple[str, ...] = ()
-
     def config(self) -> dict:
         """JSON-serializable description: :func:`layer_from_config` builds the empty layer."""
         return {
@@ -111,7 +111,8 @@ class QuantLinear(nn.Module):
 
     def _apply(self, fn, recurse=True):
         # A module-wide .half() / .bfloat16() must not re-encode the scales: their dtype is
-        # part of the format (mxfp4's are E8M0 bytes, ternary's float32), not the compute type.
+        # part of the format (int4's chosen by scale_dtype, ternary's float32 as the kernel
+        # reads them), not the compute type.
         dtype = self.scales.dtype
         super()._apply(fn, recurse)
         self.scales = self.scales.to(dtype)
