@@ -8,5 +8,6 @@ __version__ = "0.1.0"
 
 from pygen import ops, quant, sparse
 from pygen._build import info
+from pygen.quant import quantize_model
 
-__all__ = ["__version__", "info", "ops", "quant", "sparse"]
+__all__ = ["__version__", "info", "ops", "quant", "quantize_model", "sparse"]

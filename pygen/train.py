@@ -60,17 +60,26 @@ class Checkpointable:
     config_class: type
 
     def save(self, path: str | Path) -> None:
-        """Writes ``path/model.safetensors`` (weights) and ``path/config.json``."""
-        save_checkpoint(self, {"family": self.family, **dataclasses.asdict(self.config)}, path)
+        """Writes ``path/model.safetensors`` (weights) and ``path/config.json`` (with the
+        ``quantization`` record of a model from :func:`pygen.quantize_model`)."""
+        config = {"family": self.family, **dataclasses.asdict(self.config)}
+        if getattr(self, "quantization", None):
+            config["quantization"] = self.quantization
+        save_checkpoint(self, config, path)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu"):
-        """The model saved at ``path``, on ``device``."""
+        """The model saved at ``path``, on ``device`` (quantized layers rebuilt)."""
         config, state = load_checkpoint(path)
         family = config.pop("family", cls.family)
         if family != cls.family:
             raise ValueError(f"{path} holds a {family!r} checkpoint, not {cls.family!r}")
+        quantization = config.pop("quantization", None)
         model = cls(cls.config_class(**config))
+        if quantization is not None:
+            from pygen.quant.model import restore_quantized
+
+            restore_quantized(model, quantization)
         model.load_state_dict(state)
         return model.to(device)
 

@@ -23,15 +23,19 @@ from pygen.nn.flows import (
     Unsqueeze,
     VariationalDequantization,
 )
+from pygen.nn.quant import BitLinear, Int4Linear, MXFP4Linear, TernaryLinear
 
 __all__ = [
     "ActNorm",
     "AffineCoupling",
     "Attention",
+    "BitLinear",
     "Flow",
+    "Int4Linear",
     "Invertible1x1Conv",
     "KVCache",
     "LogitTransform",
+    "MXFP4Linear",
     "MixLogisticCoupling",
     "MultiheadAttention",
     "Patchify",
@@ -40,6 +44,7 @@ __all__ = [
     "Split",
     "Squeeze",
     "TarFlowBlock",
+    "TernaryLinear",
     "UniformDequantization",
     "Unsqueeze",
     "VariationalDequantization",

@@ -1,0 +1,277 @@
+"""Whole-model quantization: :func:`quantize_model` swaps a model's ``nn.Linear`` layers
+for packed low-bit layers (:mod:`pygen.nn.quant`), by round to nearest or GPTQ;
+:func:`to_bitlinear` / :func:`pack_bitlinear` are the ternary training path (BitNet
+b1.58: fine-tune with :class:`~pygen.nn.quant.BitLinear`, then pack).
+
+The model records what was done in ``model.quantization`` (a JSON-serializable dict:
+method, format and each replaced layer's :meth:`config`), which pygen's checkpoints
+save, and :func:`restore_quantized` rebuilds the layers from before loading weights.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from pygen.nn.quant import (
+    BitLinear,
+    Int4Linear,
+    MXFP4Linear,
+    QuantLinear,
+    TernaryLinear,
+    check_in_features,
+    layer_from_config,
+)
+from pygen.quant.gptq import GPTQ, Hessian, gptq_quantize
+
+LAYER_OF_FORMAT = {"int4": Int4Linear, "mxfp4": MXFP4Linear, "ternary": TernaryLinear}
+METHODS = ("rtn", "gptq")
+Skip = str | Sequence[str] | Callable[[str, nn.Module], bool]
+
+
+def quantize_model(
+    model: nn.Module,
+    format: str = "int4",
+    *,
+    method: str | GPTQ = "rtn",
+    calibration: Iterable[Any] | None = None,
+    forward: Callable[[nn.Module, Any], Any] | None = None,
+    skip: Skip = (),
+    strict: bool = False,
+    seed: int = 0,
+    **options,
+) -> nn.Module:
+    """Replaces the ``nn.Linear`` layers of ``model`` (in place) by packed low-bit layers.
+
+    Args:
+        model: any PyTorch model (a pygen family or not). Linear layers inside a
+            ``torch.nn.MultiheadAttention`` are left alone (it reads their weights
+            directly instead of calling them).
+        format: ``"int4"`` (:class:`Int4Linear`), ``"mxfp4"`` (:class:`MXFP4Linear`) or
+            ``"ternary"`` (:class:`TernaryLinear`; post-training ternary quantization loses
+            much more than the others: train with :func:`to_bitlinear` for that).
+        method: ``"rtn"`` (round to nearest, the default), ``"gptq"`` or a :class:`GPTQ`
+            with options (int4 only; needs ``calibration``).
+        calibration: GPTQ's calibration batches (a list is best: they are run once per
+            layer in sequential mode).
+        forward: how to run the model on a batch, ``forward(model, batch)``; default
+            ``model(batch)``. A family's ``lambda m, b: m.loss(b)`` calibrates on the
+            inputs its training sees (noise levels, masks).
+        skip: layers to keep in float: a qualified name or glob pattern (``"head"``,
+            ``"blocks.*.fc2"``), a list of them, or a predicate ``(name, module) -> bool``.
+        strict: raise if a selected layer's shape does not fit the format (default: keep
+            it in float and list it in ``model.quantization["kept"]``).
+        seed: the global RNG seed set (and restored after) around each calibration pass,
+            so every pass sees the same random draws of ``forward``.
+        **options: the layer's format options: int4 ``group_size`` (default 128),
+            ``symmetric``, ``scale_dtype``; ternary ``per_channel``, ``activations``.
+
+    Returns:
+        ``model``, with ``model.quantization`` describing the layers replaced.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if format not in LAYER_OF_FORMAT:
+        raise ValueError(f"format must be one of {tuple(LAYER_OF_FORMAT)}, got {format!r}")
+    if isinstance(method, str):
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS} or a pygen.quant.GPTQ, got {method!r}")
+        method = GPTQ() if method == "gptq" else None
+    elif not isinstance(method, GPTQ):
+        raise TypeError(f"method must be a str or a pygen.quant.GPTQ, got {type(method).__name__}")
+    if method is not None:
+        if format != "int4":
+            raise ValueError(f"GPTQ is implemented for format 'int4', got {format!r}")
+        if calibration is None:
+            raise ValueError("method 'gptq' needs calibration batches (calibration=...)")
+    layer_class = LAYER_OF_FORMAT[format]
+    # An empty layer now: bad options fail before any work, with the constructor's message.
+    layer_class(128, 1, **options)
+
+    targets, kept = _select(model, format, options.get("group_size", 128), skip, strict)
+    if method is None:
+        replaced = {name: layer_class.from_linear(linear, **options) for name, linear in targets.items()}
+        for name, layer in replaced.items():
+            _set(model, name, layer)
+    else:
+        replaced = _gptq_model(model, targets, list(calibration), forward, method, seed, options)
+    _record(model, "gptq" if method else "rtn", format, replaced, kept)
+    return model
+
+
+def to_bitlinear(model: nn.Module, *, skip: Skip = (), strict: bool = False, **options) -> nn.Module:
+    """Replaces ``model``'s ``nn.Linear`` layers (in place) by :class:`BitLinear` layers
+    starting from their weights, for ternary quantization-aware training (``options``:
+    ``per_channel``, ``norm``). Layers whose ``in_features`` is not a multiple of 64 stay
+    in float (listed in ``model.quantization["kept"]``) unless ``strict``."""
+    targets, kept = _select(model, "ternary", None, skip, strict)
+    replaced = {name: BitLinear.from_linear(linear, **options) for name, linear in targets.items()}
+    for name, layer in replaced.items():
+        _set(model, name, layer)
+    _record(model, "bitlinear", "ternary", replaced, kept)
+    return model
+
+
+def pack_bitlinear(model: nn.Module) -> nn.Module:
+    """Replaces every :class:`BitLinear` of ``model`` (in place) by its packed
+    :class:`TernaryLinear` (:meth:`BitLinear.to_packed`: W1.58A8, same outputs)."""
+    bit = {name: m for name, m in model.named_modules() if isinstance(m, BitLinear)}
+    if not bit:
+        raise ValueError("model has no BitLinear layer to pack (see pygen.quant.to_bitlinear)")
+    replaced = {name: layer.to_packed() for name, layer in bit.items()}
+    for name, layer in replaced.items():
+        _set(model, name, layer)
+    kept = getattr(model, "quantization", {}).get("kept", [])
+    _record(model, "bitlinear", "ternary", replaced, kept)
+    return model
+
+
+def restore_quantized(model: nn.Module, quantization: dict) -> nn.Module:
+    """Rebuilds the layers ``quantization`` (a ``model.quantization`` dict) describes,
+    empty, in a freshly built float ``model``, so its ``load_state_dict`` takes the
+    quantized checkpoint."""
+    layers = quantization.get("layers") if isinstance(quantization, dict) else None
+    if not isinstance(layers, dict):
+        raise ValueError("quantization must be a model.quantization dict with a 'layers' entry")
+    for name, config in layers.items():
+        _set(model, name, layer_from_config(config).to(_device_of(model)))
+    model.quantization = quantization
+    return model
+
+
+def weight_nbytes(model: nn.Module) -> int:
+    """Bytes of the weights of ``model``'s linear layers: packed for quantized layers,
+    ``numel * element_size`` for float ones (biases and other parameters aside)."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, QuantLinear):
+            total += m.weight_nbytes
+        elif isinstance(m, nn.Linear):
+            total += m.weight.numel() * m.weight.element_size()
+    return total
+
+
+def _select(model, format, group_size, skip, strict) -> tuple[dict[str, nn.Linear], list[str]]:
+    """The layers to replace (qualified name -> layer) and the ones kept for their shape."""
+    skip_fn = _skip_predicate(skip)
+    inside_mha = {
+        f"{name}.{child}" if name else child
+        for name, m in model.named_modules()
+        if isinstance(m, nn.MultiheadAttention)
+        for child, _ in m.named_modules()
+    }
+    targets, kept = {}, []
+    for name, m in model.named_modules():
+        if not isinstance(m, nn.Linear) or isinstance(m, BitLinear) or name in inside_mha or skip_fn(name, m):
+            continue
+        try:
+            check_in_features(format, m.in_features, group_size if format == "int4" else None)
+        except ValueError as e:
+            if strict:
+                raise ValueError(f"layer {name!r}: {e}") from None
+            kept.append(name)
+            continue
+        targets[name] = m
+    return targets, kept
+
+
+def _skip_predicate(skip: Skip) -> Callable[[str, nn.Module], bool]:
+    if callable(skip):
+        return skip
+    patterns = [skip] if isinstance(skip, str) else skip
+    if not all(isinstance(p, str) for p in patterns):
+        raise TypeError("skip must be a name pattern, a list of them, or a predicate (name, module) -> bool")
+    return lambda name, _: any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _set(model: nn.Module, name: str, layer: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent), child, layer)
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    tensor = next(iter(model.parameters()), None)
+    if tensor is None:
+        tensor = next(iter(model.buffers()), torch.empty(0))
+    return tensor.device
+
+
+def _record(model, method, format, replaced, kept) -> None:
+    """``model.quantization``: merged with an earlier record (a second call, or packing)."""
+    previous = getattr(model, "quantization", None) or {"layers": {}}
+    layers = {**previous["layers"], **{name: layer.config() for name, layer in replaced.items()}}
+    model.quantization = {"method": method, "format": format, "layers": layers, "kept": sorted(kept)}
+
+
+def _run_calibration(model, batches, forward, seed) -> None:
+    forward = forward or (lambda m, b: m(b))
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        for batch in batches:
+            forward(model, batch)
+
+
+def _gptq_model(model, targets, batches, forward, method: GPTQ, seed, options) -> dict[str, nn.Module]:
+    """GPTQ every target layer from Hessians of its inputs on the calibration batches."""
+    if not batches:
+        raise ValueError("calibration is empty")
+    was_training = model.training
+    model.eval()
+    hessians: dict[str, Hessian] = {}
+    order: list[str] = []  # the layers in the order the forward pass first calls them
+
+    def collect(names, accumulate):
+        def hook(name):
+            def fn(module, args):
+                if name not in order:
+                    order.append(name)
+                if accumulate:
+                    hessians[name].add(args[0])
+
+            return fn
+
+        for n in names if accumulate else ():
+            hessians[n] = Hessian(targets[n].in_features)
+        handles = [targets[n].register_forward_pre_hook(hook(n)) for n in names]
+        try:
+            _run_calibration(model, batches, forward, seed)
+        finally:
+            for h in handles:
+                h.remove()
+
+    int4_options = {"group_size": 128, **options}
+    replaced = {}
+
+    def quantize_layer(name):
+        linear = targets[name]
+        qw = gptq_quantize(
+            linear.weight,
+            hessians[name].matrix(),
+            damp=method.damp,
+            block_size=method.block_size,
+            act_order=method.act_order,
+            **int4_options,
+        )
+        replaced[name] = Int4Linear.from_quantized(qw, linear.bias)
+        _set(model, name, replaced[name])
+
+    try:
+        # One pass for the call order (and, not sequential, every layer's Hessian); in
+        # sequential mode then one pass per layer, through the layers quantized before it,
+        # so only one Hessian is held at a time.
+        collect(list(targets), accumulate=not method.sequential)
+        uncalled = [name for name in targets if name not in order]
+        if uncalled:
+            raise ValueError(f"layers {uncalled} were not called on the calibration data: skip them")
+        for name in order:
+            if method.sequential:
+                collect([name], accumulate=True)
+            quantize_layer(name)
+            hessians.pop(name)
+    finally:
+        model.train(was_training)
+    return replaced
