@@ -55,4 +55,14 @@ TORCH_LIBRARY(pygen, m) {
       "solver_update(Tensor x, Tensor? out, Tensor? uncond, Tensor[] history, Tensor coef, "
       "bool noise, int seed, int offset, float threshold_ratio, float threshold_max) -> (Tensor y, Tensor "
       "pred)");
+
+  // flows: the rational-quadratic spline of Neural Spline Flows, pygen/ops/flows.py
+  m.def(
+      "rq_spline(Tensor x, Tensor widths, Tensor heights, Tensor derivatives, bool inverse, float "
+      "tail_bound, "
+      "bool validate) -> (Tensor y, Tensor logabsdet)");
+  m.def(
+      "rq_spline_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor widths, Tensor heights, "
+      "Tensor derivatives, bool inverse, float tail_bound) -> (Tensor grad_x, Tensor grad_widths, "
+      "Tensor grad_heights, Tensor grad_derivatives)");
 }

@@ -1,6 +1,7 @@
 """Documented wrappers of the ``torch.ops.pygen`` ops, and their pure-PyTorch references."""
 
 from pygen.ops.attention import attention
+from pygen.ops.flows import rq_spline
 from pygen.ops.masked_diffusion import (
     first_hitting_time,
     unmask_ancestral,
@@ -18,6 +19,7 @@ __all__ = [
     "philox_blocks",
     "rand",
     "randn",
+    "rq_spline",
     "sample_categorical",
     "solver_update",
     "unmask_ancestral",
