@@ -88,19 +88,26 @@ template <class T>
 struct RqPartition {
   using C = AccOf<T>;
   const T* u;
+  C* e;  // null, or K values e^(u_j - max) kept rather than recomputed at each walk
   int K;
   C bound, max, sum, min_size, scale;
 
-  PYGEN_HD RqPartition(const T* u_, int K_, C bound_, double min_size_) : u(u_), K(K_), bound(bound_) {
+  PYGEN_HD RqPartition(const T* u_, C* e_, int K_, C bound_, double min_size_)
+      : u(u_), e(e_), K(K_), bound(bound_) {
     max = to_acc(u[0]);
     for (int j = 1; j < K; ++j) max = to_acc(u[j]) > max ? to_acc(u[j]) : max;
     sum = 0;
-    for (int j = 0; j < K; ++j) sum += rq_exp_nonpos(to_acc(u[j]) - max);
+    if (e) {
+      for (int j = 0; j < K; ++j) e[j] = rq_exp_nonpos(to_acc(u[j]) - max);
+      for (int j = 0; j < K; ++j) sum += e[j];
+    } else {
+      for (int j = 0; j < K; ++j) sum += rq_exp_nonpos(to_acc(u[j]) - max);
+    }
     min_size = C(min_size_);
     scale = C(1.0 - min_size_ * K);
   }
 
-  PYGEN_HD C prob(int j) const { return rq_exp_nonpos(to_acc(u[j]) - max) / sum; }
+  PYGEN_HD C prob(int j) const { return (e ? e[j] : rq_exp_nonpos(to_acc(u[j]) - max)) / sum; }
 
   // With search: the bin holding v (knot_k <= v < knot_{k+1}, the last bin closed, as
   // nflows' searchsorted; NaN v lands in the last bin); else bin k.
@@ -266,12 +273,15 @@ struct RqElement {
 };
 
 // Locates `in` (x, or y with inverse) inside [-B, B] in the spline of one element's
-// parameter rows: widths, heights [K], derivatives [K - 1].
+// parameter rows: widths, heights [K], derivatives [K - 1]. `scratch`: null, or 2K
+// values to keep the softmax exponentials in (the CPU kernels; on CUDA they would
+// live in local memory, slower than recomputing them).
 template <class T>
 PYGEN_HD RqElement<T> rq_locate(const T* uw, const T* uh, const T* ud, int K, AccOf<T> bound, bool inverse,
-                                AccOf<T> in) {
+                                AccOf<T> in, AccOf<T>* scratch) {
   using C = AccOf<T>;
-  const RqPartition<T> pw(uw, K, bound, kRqMinBinWidth), ph(uh, K, bound, kRqMinBinHeight);
+  const RqPartition<T> pw(uw, scratch, K, bound, kRqMinBinWidth);
+  const RqPartition<T> ph(uh, scratch ? scratch + K : nullptr, K, bound, kRqMinBinHeight);
   const RqPartition<T>& searched = inverse ? ph : pw;
   const RqPartition<T>& other = inverse ? pw : ph;
   const RqKnots<C> found = searched.walk(true, in, 0);
@@ -289,14 +299,14 @@ PYGEN_HD RqElement<T> rq_locate(const T* uw, const T* uh, const T* ud, int K, Ac
 // [-B, B] (NaN inputs included).
 template <class T>
 PYGEN_HD void rq_spline_element(const T* uw, const T* uh, const T* ud, int K, AccOf<T> bound, bool inverse,
-                                AccOf<T> in, AccOf<T>* out, AccOf<T>* lad) {
+                                AccOf<T> in, AccOf<T>* out, AccOf<T>* lad, AccOf<T>* scratch) {
   using C = AccOf<T>;
   if (!(in >= -bound && in <= bound)) {
     *out = in;
     *lad = C(0);
     return;
   }
-  const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in);
+  const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in, scratch);
   if (inverse)
     rq_bin_inverse(e.bin, in, out, lad);
   else
@@ -308,14 +318,14 @@ PYGEN_HD void rq_spline_element(const T* uw, const T* uh, const T* ud, int K, Ac
 template <class T>
 PYGEN_HD AccOf<T> rq_spline_element_backward(const T* uw, const T* uh, const T* ud, int K, AccOf<T> bound,
                                              bool inverse, AccOf<T> in, AccOf<T> gy, AccOf<T> gl, T* gw,
-                                             T* gh, T* gd) {
+                                             T* gh, T* gd, AccOf<T>* scratch) {
   using C = AccOf<T>;
   for (int j = 0; j < K - 1; ++j) gd[j] = from_acc<T>(C(0));
   if (!(in >= -bound && in <= bound)) {
     for (int j = 0; j < K; ++j) gw[j] = gh[j] = from_acc<T>(C(0));
     return gy;
   }
-  const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in);
+  const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in, scratch);
   const RqBinGrad<C> g = rq_bin_backward(e.bin, in, inverse, gy, gl);
   e.pw.backward(e.kw, g.x0, g.x1, gw);
   e.ph.backward(e.ky, g.y0, g.y1, gh);

@@ -1,7 +1,8 @@
 // CPU kernels of rq_spline and its backward. Compiled once per ISA (PYGEN_CPU_NS names
-// the namespace): a parallel loop over elements, each one spline of csrc/common/spline.h
-// (its parameter rows stay in L1 across the knot walks).
+// the namespace): a parallel loop over elements, each one spline of csrc/common/spline.h,
+// with the softmax exponentials of its rows kept in a per-task scratch buffer.
 #include <algorithm>
+#include <vector>
 
 #include "csrc/common/parallel_for.h"
 #include "csrc/common/spline.h"
@@ -28,13 +29,14 @@ void forward(const RqSplineParams& p) {
   T* lad = static_cast<T*>(p.logabsdet);
   parallel_for(0, in.n, grain(K), [&](int64_t i0, int64_t i1) {
     int bad = 0;
+    std::vector<C> scratch(2 * K);
     for (int64_t i = i0; i < i1; ++i) {
       const T* w = uw + i * in.widths_stride;
       const T* h = uh + i * in.heights_stride;
       const T* d = ud + i * in.derivatives_stride;
       if (p.bad) bad |= rq_row_bad(w, h, d, K);
       C out, l;
-      rq_spline_element(w, h, d, K, bound, in.inverse, to_acc(x[i]), &out, &l);
+      rq_spline_element(w, h, d, K, bound, in.inverse, to_acc(x[i]), &out, &l, scratch.data());
       y[i] = from_acc<T>(out);
       lad[i] = from_acc<T>(l);
     }
@@ -59,12 +61,13 @@ void backward(const RqSplineBackwardParams& p) {
   T* gh = static_cast<T*>(p.grad_heights);
   T* gd = static_cast<T*>(p.grad_derivatives);
   parallel_for(0, in.n, grain(K), [&](int64_t i0, int64_t i1) {
+    std::vector<C> scratch(2 * K);
     for (int64_t i = i0; i < i1; ++i) {
       const C g_out = gy ? to_acc(gy[i]) : C(0);
       const C g_lad = gl ? to_acc(gl[i]) : C(0);
       gx[i] = from_acc<T>(rq_spline_element_backward(
           uw + i * in.widths_stride, uh + i * in.heights_stride, ud + i * in.derivatives_stride, K, bound,
-          in.inverse, to_acc(x[i]), g_out, g_lad, gw + i * K, gh + i * K, gd + i * (K - 1)));
+          in.inverse, to_acc(x[i]), g_out, g_lad, gw + i * K, gh + i * K, gd + i * (K - 1), scratch.data()));
     }
   });
 }

@@ -34,7 +34,7 @@ __global__ void forward_kernel(RqSplineParams p) {
       if (bad) atomicOr(p.bad, bad);
     }
     C out, l;
-    rq_spline_element(w, h, d, K, bound, in.inverse, to_acc(x[i]), &out, &l);
+    rq_spline_element(w, h, d, K, bound, in.inverse, to_acc(x[i]), &out, &l, nullptr);
     y[i] = from_acc<T>(out);
     lad[i] = from_acc<T>(l);
   }
@@ -62,7 +62,7 @@ __global__ void backward_kernel(RqSplineBackwardParams p) {
     const C g_lad = gl ? to_acc(gl[i]) : C(0);
     gx[i] = from_acc<T>(rq_spline_element_backward(
         uw + i * in.widths_stride, uh + i * in.heights_stride, ud + i * in.derivatives_stride, K, bound,
-        in.inverse, to_acc(x[i]), g_out, g_lad, gw + i * K, gh + i * K, gd + i * (K - 1)));
+        in.inverse, to_acc(x[i]), g_out, g_lad, gw + i * K, gh + i * K, gd + i * (K - 1), nullptr));
   }
 }
 
