@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
+#include <cfloat>
 #include <cmath>
 #include <string>
 
@@ -42,8 +43,11 @@ RqSplineCall rq_spline_call(const at::Tensor& x_in, const at::Tensor& widths, co
   const int64_t bins = widths.size(-1);
   TORCH_CHECK_VALUE(bins >= 1 && bins <= kRqMaxBins, "widths must have K in [1, ", kRqMaxBins,
                     "] bins in its last dim (minimum bin width 1e-3 times K at most 1), got ", bins);
-  TORCH_CHECK_VALUE(std::isfinite(tail_bound) && tail_bound > 0,
-                    "tail_bound must be finite and positive, got ", tail_bound);
+  // The kernels compute 2B in the compute type (float32 below float64).
+  const double max_bound = x_in.scalar_type() == at::kDouble ? DBL_MAX / 2 : FLT_MAX / 2;
+  TORCH_CHECK_VALUE(std::isfinite(tail_bound) && tail_bound > 0 && tail_bound <= max_bound,
+                    "tail_bound must be positive and at most ", max_bound, " for ", x_in.scalar_type(),
+                    ", got ", tail_bound);
   c.x = x_in.contiguous();
   c.widths = spline_rows(widths, x_in, "widths", bins, "K");
   c.heights = spline_rows(heights, x_in, "heights", bins, "K (widths' last dim)");

@@ -6,8 +6,8 @@
 //   (heights likewise), d_j = m + softplus(derivatives_{j-1}) at the K - 1 interior knots,
 //   and d_0 = d_K = m + softplus(log(e^(1 - m) - 1)) = 1, so the spline meets the
 //   identity tails with slope 1 (m = 1e-3 everywhere). Outside [-B, B]: y = x, log|dy/dx| = 0.
-// Knots are walked once per element, so nothing of size K is stored: rows are re-read
-// from cache instead.
+// Knots are walked per element from the rows themselves, so nothing of size K needs
+// storing (the CPU kernels still keep each row's K exponentials in a scratch buffer).
 #pragma once
 
 #include <math.h>
