@@ -58,9 +58,8 @@ TORCH_LIBRARY(pygen, m) {
 
   // flows: the rational-quadratic spline of Neural Spline Flows, pygen/ops/flows.py
   m.def(
-      "rq_spline(Tensor x, Tensor widths, Tensor heights, Tensor derivatives, bool inverse, float "
-      "tail_bound, "
-      "bool validate) -> (Tensor y, Tensor logabsdet)");
+      "rq_spline(Tensor x, Tensor widths, Tensor heights, Tensor derivatives, bool inverse, "
+      "float tail_bound, bool validate) -> (Tensor y, Tensor logabsdet)");
   m.def(
       "rq_spline_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor widths, Tensor heights, "
       "Tensor derivatives, bool inverse, float tail_bound) -> (Tensor grad_x, Tensor grad_widths, "
