@@ -10,6 +10,7 @@
 
 #include "csrc/flows/affine_coupling.h"
 #include "csrc/flows/mix_logistic.h"
+#include "csrc/flows/rq_spline.h"
 
 namespace pygen {
 
@@ -34,5 +35,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mix_logistic_cdf_back
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,
     const at::Tensor& x, const at::Tensor& logits, const at::Tensor& means, const at::Tensor& log_scales,
     bool inverse, const std::function<void(const MixLogisticBackwardParams&)>& launch);
+
+// rq_spline for either device: checks the arguments (messages name them), allocates y
+// and logabsdet, runs `launch`, then with `validate` raises on non-finite parameters
+// (reading the kernel's flag, a host sync on CUDA).
+std::tuple<at::Tensor, at::Tensor> rq_spline_impl(const at::Tensor& x, const at::Tensor& widths,
+                                                  const at::Tensor& heights, const at::Tensor& derivatives,
+                                                  bool inverse, double tail_bound, bool validate,
+                                                  const std::function<void(const RqSplineParams&)>& launch);
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_impl(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logabsdet,
+    const at::Tensor& x, const at::Tensor& widths, const at::Tensor& heights, const at::Tensor& derivatives,
+    bool inverse, double tail_bound, const std::function<void(const RqSplineBackwardParams&)>& launch);
 
 }  // namespace pygen

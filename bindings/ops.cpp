@@ -71,4 +71,12 @@ TORCH_LIBRARY(pygen, m) {
       "mix_logistic_cdf_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor logits, "
       "Tensor means, Tensor log_scales, bool inverse) -> (Tensor grad_in, Tensor grad_logits, "
       "Tensor grad_means, Tensor grad_log_scales)");
+  // flows: the rational-quadratic spline of Neural Spline Flows, pygen/ops/flows.py
+  m.def(
+      "rq_spline(Tensor x, Tensor widths, Tensor heights, Tensor derivatives, bool inverse, "
+      "float tail_bound, bool validate) -> (Tensor y, Tensor logabsdet)");
+  m.def(
+      "rq_spline_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor widths, Tensor heights, "
+      "Tensor derivatives, bool inverse, float tail_bound) -> (Tensor grad_x, Tensor grad_widths, "
+      "Tensor grad_heights, Tensor grad_derivatives)");
 }

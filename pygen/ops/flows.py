@@ -1,14 +1,12 @@
 """Elementwise transforms of normalizing-flow coupling layers, with fused log-determinants.
 
-``affine_coupling`` is the map of RealNVP / Glow affine couplings; ``mix_logistic_cdf``
-is Flow++'s logistic-mixture CDF transform. Both run forward and inverse on CPU and
+``affine_coupling`` is the map of RealNVP / Glow affine couplings; ``rq_spline`` the
+rational-quadratic spline of Neural Spline Flows; ``mix_logistic_cdf`` Flow++'s
+logistic-mixture CDF transform. All run forward and inverse on CPU and
 CUDA, and are differentiable in every tensor input through registered backward kernels.
 """
 
-import math
-
 import torch
-import torch.nn.functional as F
 
 from pygen._build import _C  # noqa: F401  (registers the ops)
 
@@ -121,98 +119,50 @@ def rq_spline(
     *,
     inverse: bool = False,
     tail_bound: float = 3.0,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Monotonic rational-quadratic spline (Durkan et al. 2019), as nflows'
-    ``unconstrained_rational_quadratic_spline`` with ``tails="linear"``.
+    """Monotone rational-quadratic spline with linear tails (Durkan et al., 2019, "Neural
+    Spline Flows"), one spline per element of ``x``.
 
-    Inside ``[-tail_bound, tail_bound]`` the map is a spline with K bins; outside it is
-    the identity. The knots' boundary derivatives are 1, so the map is C1.
+    The parameters are unnormalized, as the paper's reference implementation (nflows'
+    ``unconstrained_rational_quadratic_spline`` with ``tails="linear"``, also in normflows)
+    takes them, and give its numbers: bin widths ``2B * (1e-3 + (1 - 1e-3 K)
+    softmax(widths))`` partition ``[-B, B]`` (heights likewise), knot derivatives
+    ``1e-3 + softplus(derivatives)`` at the ``K - 1`` interior knots and exactly 1 at
+    ``-B`` and ``B``, so the spline meets the identity tails with slope 1.
+
+    Domain: elements outside ``[-B, B]`` (and NaN) pass through unchanged with
+    ``logabsdet`` 0 and no gradient into the parameters; the map is a bijection of the
+    real line, continuous with a continuous derivative at ``+-B``. ``inverse=True``
+    inverts it: ``rq_spline(rq_spline(x, ...)[0], ..., inverse=True)[0] == x`` up to
+    rounding, and its ``logabsdet`` is minus the forward one at that point.
 
     Args:
-        x: any shape ``[...]``, float32 or float64.
-        widths, heights: ``[..., K]`` unnormalized bin widths and heights (softmax, at
-            least 1e-3 of the interval each).
-        derivatives: ``[..., K - 1]`` unnormalized interior knot derivatives
-            (``1e-3 + softplus``).
-        inverse: invert the map (solve the rational quadratic for x).
+        x: any shape ``S``; float32, float64, float16 or bfloat16 (computed in float32,
+            or float64 for float64).
+        widths: ``[*S, K]`` unnormalized bin widths, ``1 <= K <= 1000``; x's dtype and
+            device. Any strides with a contiguous last dim: slices of one network output
+            ``[..., 3K - 1]`` are read in place when its leading dims flatten to one stride.
+        heights: ``[*S, K]`` unnormalized bin heights.
+        derivatives: ``[*S, K - 1]`` unnormalized derivatives at the interior knots.
+        inverse: evaluate the inverse map (``x`` is then a spline output).
+        tail_bound: ``B > 0``, the half-width of the spline's interval.
+        validate: raise ``ValueError`` when a parameter is NaN or infinite. On CUDA this
+            reads a flag back to the host (a synchronization); with False the affected
+            elements give NaN instead.
 
     Returns:
-        ``y`` like ``x`` and the elementwise ``logabsdet`` like ``x`` (of the inverse map
-        when ``inverse``).
+        ``(y, logabsdet)``, both of x's shape and dtype: the spline's value and
+        ``log|dy/dx|`` per element (sum it over a coupling layer's dimensions).
+
+    Differentiable in ``x``, ``widths``, ``heights`` and ``derivatives`` in both
+    directions (a fused backward kernel recomputes the spline; nothing is saved but the
+    inputs).
     """
-    for name, t in (("x", x), ("widths", widths), ("heights", heights), ("derivatives", derivatives)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a tensor, got {type(t).__name__}")
-    bins = widths.shape[-1] if widths.dim() else 0
-    for name, t, last in (
-        ("widths", widths, bins),
-        ("heights", heights, bins),
-        ("derivatives", derivatives, bins - 1),
-    ):
-        if t.shape != (*x.shape, last) or t.dtype != x.dtype or t.device != x.device:
-            raise ValueError(
-                f"{name} must be {tuple(x.shape) + (last,)} with x's dtype {x.dtype} and device {x.device}, "
-                f"got {tuple(t.shape)}, {t.dtype}, {t.device}"
-            )
-    if bins < 2:
-        raise ValueError(f"widths must have at least 2 bins in the last dim, got {bins}")
-    if not tail_bound > 0:
-        raise ValueError(f"tail_bound must be > 0, got {tail_bound!r}")
-    # nflows' minimum bin width and height (the same) and knot derivative.
-    min_size = min_derivative = 1e-3
-    if bins * min_size >= 1:
-        raise ValueError(f"too many bins ({bins}) for the minimum bin size {min_size}")
-    left, right = -tail_bound, tail_bound
-    inside = (x >= left) & (x <= right)
-    xin = x.clamp(left, right)
-
-    def knots(unnormalized):
-        sizes = min_size + (1 - min_size * bins) * torch.softmax(unnormalized, -1)
-        cum = F.pad(torch.cumsum(sizes, -1), (1, 0))
-        cum = (right - left) * cum + left
-        cum = torch.cat(
-            [torch.full_like(cum[..., :1], left), cum[..., 1:-1], torch.full_like(cum[..., :1], right)], -1
-        )
-        return cum, cum[..., 1:] - cum[..., :-1]
-
-    cumwidths, w = knots(widths)
-    cumheights, h = knots(heights)
-    # The boundary derivatives are 1 (softplus of this constant, plus the minimum).
-    boundary = math.log(math.expm1(1 - min_derivative))
-    d = F.pad(derivatives, (1, 1), value=boundary)
-    d = min_derivative + F.softplus(d)
-
-    locations = cumheights if inverse else cumwidths
-    # nflows' searchsorted: the last knot nudged up so x == right lands in the last bin.
-    locations = torch.cat([locations[..., :-1], locations[..., -1:] + 1e-6], -1)
-    idx = ((xin[..., None] >= locations).sum(-1, keepdim=True) - 1).clamp(0, bins - 1)
-
-    def pick(t):
-        return t.gather(-1, idx)[..., 0]
-
-    x0, bw, y0, bh = pick(cumwidths), pick(w), pick(cumheights), pick(h)
-    delta = bh / bw
-    d0, d1 = pick(d[..., :-1]), pick(d[..., 1:])
-    curve = d0 + d1 - 2 * delta
-    if inverse:
-        dy = xin - y0
-        a = dy * curve + bh * (delta - d0)
-        b = bh * d0 - dy * curve
-        c = -delta * dy
-        disc = (b.square() - 4 * a * c).clamp(min=0)
-        theta = (2 * c) / (-b - torch.sqrt(disc))
-        out = theta * bw + x0
-    else:
-        theta = (xin - x0) / bw
-        out = y0 + bh * (delta * theta.square() + d0 * theta * (1 - theta)) / (
-            delta + curve * theta * (1 - theta)
-        )
-    t1t = theta * (1 - theta)
-    numerator = delta.square() * (d1 * theta.square() + 2 * delta * t1t + d0 * (1 - theta).square())
-    logabsdet = torch.log(numerator) - 2 * torch.log(delta + curve * t1t)
-    if inverse:
-        logabsdet = -logabsdet
-    return torch.where(inside, out, x), torch.where(inside, logabsdet, torch.zeros_like(logabsdet))
+    _check_tensors(x=x, widths=widths, heights=heights, derivatives=derivatives)
+    return torch.ops.pygen.rq_spline(
+        x, widths, heights, derivatives, bool(inverse), float(tail_bound), bool(validate)
+    )
 
 
 def _logdet_dtype(x: torch.Tensor) -> torch.dtype:
@@ -269,3 +219,32 @@ torch.library.register_autograd(
     "pygen::affine_coupling", _affine_backward, setup_context=_affine_setup_context
 )
 torch.library.register_autograd("pygen::mix_logistic_cdf", _mix_backward, setup_context=_mix_setup_context)
+
+
+@torch.library.register_fake("pygen::rq_spline")
+def _rq_spline_fake(x, widths, heights, derivatives, inverse, tail_bound, validate):
+    return x.new_empty(x.shape), x.new_empty(x.shape)
+
+
+@torch.library.register_fake("pygen::rq_spline_backward")
+def _rq_spline_backward_fake(grad_y, grad_logabsdet, x, widths, heights, derivatives, inverse, tail_bound):
+    return (
+        x.new_empty(x.shape),
+        x.new_empty(widths.shape),
+        x.new_empty(heights.shape),
+        x.new_empty(derivatives.shape),
+    )
+
+
+def _spline_setup_context(ctx, inputs, output):
+    x, widths, heights, derivatives, inverse, tail_bound, _ = inputs
+    ctx.save_for_backward(x, widths, heights, derivatives)
+    ctx.config = (inverse, tail_bound)
+
+
+def _spline_backward(ctx, grad_y, grad_logabsdet):
+    grads = torch.ops.pygen.rq_spline_backward(grad_y, grad_logabsdet, *ctx.saved_tensors, *ctx.config)
+    return (*grads, None, None, None)
+
+
+torch.library.register_autograd("pygen::rq_spline", _spline_backward, setup_context=_spline_setup_context)

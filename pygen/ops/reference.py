@@ -314,3 +314,77 @@ def mix_logistic_cdf_inverse(y, logits, means, log_scales, iters=200):
         above = mix_logistic_cdf(mid, logits, means, log_scales)[0] > y
         lo, hi = torch.where(above, lo, mid), torch.where(above, mid, hi)
     return (lo + hi) / 2
+
+
+RQ_MIN_BIN_WIDTH = RQ_MIN_BIN_HEIGHT = RQ_MIN_DERIVATIVE = 1e-3
+
+
+def rq_spline(x, widths, heights, derivatives, inverse=False, tail_bound=3.0):
+    """``pygen.ops.rq_spline`` in ``x``'s dtype, written as nflows'
+    ``unconstrained_rational_quadratic_spline`` with ``tails="linear"``: identity outside
+    ``[-B, B]``, the boundary derivatives fixed to 1 by padding ``derivatives`` with
+    ``log(e^(1 - min_derivative) - 1)`` before the softplus. Differentiable by autograd."""
+    inside = (x >= -tail_bound) & (x <= tail_bound)
+    outputs = torch.zeros_like(x)
+    logabsdet = torch.zeros_like(x)
+    constant = math.log(math.exp(1 - RQ_MIN_DERIVATIVE) - 1)
+    derivatives = torch.nn.functional.pad(derivatives, pad=(1, 1), value=constant)
+    outputs[~inside] = x[~inside]
+    outputs[inside], logabsdet[inside] = _rq_spline_interval(
+        x[inside], widths[inside], heights[inside], derivatives[inside], inverse, tail_bound
+    )
+    return outputs, logabsdet
+
+
+def _rq_knots(unnormalized, min_size, bound):
+    """Knots ``[..., K + 1]`` partitioning [-bound, bound] into bins of at least ``min_size``
+    of it, and the bin sizes."""
+    num_bins = unnormalized.shape[-1]
+    sizes = torch.softmax(unnormalized, dim=-1)
+    sizes = min_size + (1 - min_size * num_bins) * sizes
+    knots = torch.nn.functional.pad(torch.cumsum(sizes, dim=-1), pad=(1, 0), value=0.0)
+    knots = 2 * bound * knots - bound
+    knots[..., 0] = -bound
+    knots[..., -1] = bound
+    return knots, knots[..., 1:] - knots[..., :-1]
+
+
+def _rq_spline_interval(inputs, widths, heights, derivatives, inverse, bound):
+    cumwidths, widths = _rq_knots(widths, RQ_MIN_BIN_WIDTH, bound)
+    cumheights, heights = _rq_knots(heights, RQ_MIN_BIN_HEIGHT, bound)
+    derivatives = RQ_MIN_DERIVATIVE + torch.nn.functional.softplus(derivatives)
+
+    # The bin: how many interior knots are <= the input (nflows' searchsorted, whose
+    # epsilon on the last knot only keeps the input at +bound in the last bin).
+    knots = cumheights if inverse else cumwidths
+    bin_idx = torch.sum(inputs[..., None] >= knots[..., 1:-1], dim=-1, keepdim=True)
+
+    def at(t):
+        return t.gather(-1, bin_idx)[..., 0]
+
+    input_cumwidths, input_bin_widths = at(cumwidths), at(widths)
+    input_cumheights, input_heights = at(cumheights), at(heights)
+    input_delta = at(heights / widths)
+    input_derivatives, input_derivatives_plus_one = at(derivatives), at(derivatives[..., 1:])
+    curvature = input_derivatives + input_derivatives_plus_one - 2 * input_delta
+
+    if inverse:
+        a = (inputs - input_cumheights) * curvature + input_heights * (input_delta - input_derivatives)
+        b = input_heights * input_derivatives - (inputs - input_cumheights) * curvature
+        c = -input_delta * (inputs - input_cumheights)
+        discriminant = (b.pow(2) - 4 * a * c).clamp_min(0)
+        theta = (2 * c) / (-b - torch.sqrt(discriminant))
+        outputs = theta * input_bin_widths + input_cumwidths
+    else:
+        theta = (inputs - input_cumwidths) / input_bin_widths
+        numerator = input_heights * (input_delta * theta.pow(2) + input_derivatives * theta * (1 - theta))
+        outputs = input_cumheights + numerator / (input_delta + curvature * theta * (1 - theta))
+
+    denominator = input_delta + curvature * theta * (1 - theta)
+    derivative_numerator = input_delta.pow(2) * (
+        input_derivatives_plus_one * theta.pow(2)
+        + 2 * input_delta * theta * (1 - theta)
+        + input_derivatives * (1 - theta).pow(2)
+    )
+    logabsdet = torch.log(derivative_numerator) - 2 * torch.log(denominator)
+    return outputs, -logabsdet if inverse else logabsdet

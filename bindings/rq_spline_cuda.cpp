@@ -1,0 +1,44 @@
+// CUDA implementation of the flow ops: launch on the current stream (rq_spline's
+// finite check reads one flag back, so it waits for the kernel unless validate is off).
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include "bindings/flows.h"
+#include "cuda/flows/rq_spline.h"
+
+namespace pygen {
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor> rq_spline_cuda_op(const at::Tensor& x, const at::Tensor& widths,
+                                                     const at::Tensor& heights, const at::Tensor& derivatives,
+                                                     bool inverse, double tail_bound, bool validate) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return rq_spline_impl(
+      x, widths, heights, derivatives, inverse, tail_bound, validate,
+      [](const RqSplineParams& p) { C10_CUDA_CHECK(rq_spline_cuda(p, c10::cuda::getCurrentCUDAStream())); });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_cuda_op(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logabsdet,
+    const at::Tensor& x, const at::Tensor& widths, const at::Tensor& heights, const at::Tensor& derivatives,
+    bool inverse, double tail_bound) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return rq_spline_backward_impl(
+      grad_y, grad_logabsdet, x, widths, heights, derivatives, inverse, tail_bound,
+      [](const RqSplineBackwardParams& p) {
+        C10_CUDA_CHECK(rq_spline_backward_cuda(p, c10::cuda::getCurrentCUDAStream()));
+      });
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
+  m.impl("rq_spline", rq_spline_cuda_op);
+  m.impl("rq_spline_backward", rq_spline_backward_cuda_op);
+}
+
+}  // namespace pygen

@@ -1,0 +1,338 @@
+// Rational-quadratic splines (Durkan et al., 2019, "Neural Spline Flows"), shared by the
+// CPU and CUDA kernels of rq_spline. One element's spline is K bins on [-B, B] built from
+// unnormalized parameters exactly as the paper's reference code (nflows'
+// unconstrained_rational_quadratic_spline, tails="linear") builds them:
+//   knot_j   = -B + 2B * cumsum(m + (1 - m K) softmax(widths))_j,  knot_0 = -B, knot_K = B
+//   (heights likewise), d_j = m + softplus(derivatives_{j-1}) at the K - 1 interior knots,
+//   and d_0 = d_K = m + softplus(log(e^(1 - m) - 1)) = 1, so the spline meets the
+//   identity tails with slope 1 (m = 1e-3 everywhere). Outside [-B, B]: y = x, log|dy/dx| = 0.
+// Knots are walked per element from the rows themselves, so nothing of size K needs
+// storing (the CPU kernels still keep each row's K exponentials in a scratch buffer).
+#pragma once
+
+#include <math.h>
+
+#include "csrc/common/dtype.h"
+#include "csrc/common/hd.h"
+#include "csrc/common/math.h"
+
+namespace pygen {
+
+constexpr double kRqMinBinWidth = 1e-3;
+constexpr double kRqMinBinHeight = 1e-3;
+constexpr double kRqMinDerivative = 1e-3;
+// min bin width * K must not exceed 1.
+constexpr int kRqMaxBins = 1000;
+// log(e^(1 - m) - 1) as nflows computes it in float64: softplus of it plus m is 1.
+constexpr double kRqBoundaryPreactivation = 0.5397424172369522;
+
+// Bits of the non-finite parameter tensors (rq_row_bad).
+enum RqBad : int { kRqBadWidths = 1, kRqBadHeights = 2, kRqBadDerivatives = 4 };
+
+PYGEN_HD float rq_exp(float v) { return expf(v); }
+PYGEN_HD double rq_exp(double v) { return exp(v); }
+PYGEN_HD float rq_log(float v) { return logf(v); }
+PYGEN_HD double rq_log(double v) { return log(v); }
+PYGEN_HD float rq_log1p(float v) { return log1pf(v); }
+PYGEN_HD double rq_log1p(double v) { return log1p(v); }
+PYGEN_HD float rq_sqrt(float v) { return sqrtf(v); }
+PYGEN_HD double rq_sqrt(double v) { return sqrt(v); }
+// Softmax weights relative to the row maximum: the polynomial exp is branch-free, so the
+// CPU loops over a row vectorize.
+PYGEN_HD float rq_exp_nonpos(float v) { return exp_nonpos_f32(v); }
+PYGEN_HD double rq_exp_nonpos(double v) { return exp(v); }
+
+// torch.nn.functional.softplus (threshold 20) and its derivative.
+template <class C>
+PYGEN_HD C rq_softplus(C v) {
+  return v > C(20) ? v : rq_log1p(rq_exp(v));
+}
+template <class C>
+PYGEN_HD C rq_softplus_grad(C v) {
+  if (v > C(20)) return C(1);
+  const C z = rq_exp(v);
+  return z / (z + C(1));
+}
+
+template <class C>
+PYGEN_HD C rq_boundary_derivative() {
+  return C(kRqMinDerivative) + rq_softplus(C(kRqBoundaryPreactivation));
+}
+
+template <class T>
+PYGEN_HD bool rq_all_finite(const T* u, int n) {
+  using C = AccOf<T>;
+  C z = 0;
+  for (int j = 0; j < n; ++j) z += to_acc(u[j]) * C(0);  // NaN once any value is not finite
+  return z == C(0);
+}
+
+template <class T>
+PYGEN_HD int rq_row_bad(const T* uw, const T* uh, const T* ud, int K) {
+  return (rq_all_finite(uw, K) ? 0 : kRqBadWidths) | (rq_all_finite(uh, K) ? 0 : kRqBadHeights) |
+         (rq_all_finite(ud, K - 1) ? 0 : kRqBadDerivatives);
+}
+
+// The knots around one bin, and the softmax mass below it (for the backward).
+template <class C>
+struct RqKnots {
+  int k;      // the bin
+  C lo, hi;   // knot_k, knot_{k+1}
+  C p_below;  // sum of softmax_i, i < k
+  C p_upto;   // sum of softmax_i, i <= k (1 for the last bin)
+};
+
+// One row's partition of [-B, B]: the softmax of its K unnormalized sizes, walked knot
+// by knot in nflows' order of operations (cumsum, then scale and shift).
+template <class T>
+struct RqPartition {
+  using C = AccOf<T>;
+  const T* u;
+  C* e;  // null, or K values e^(u_j - max) kept rather than recomputed at each walk
+  int K;
+  C bound, max, sum, min_size, scale;
+
+  PYGEN_HD RqPartition(const T* u_, C* e_, int K_, C bound_, double min_size_)
+      : u(u_), e(e_), K(K_), bound(bound_) {
+    max = to_acc(u[0]);
+    for (int j = 1; j < K; ++j) max = to_acc(u[j]) > max ? to_acc(u[j]) : max;
+    sum = 0;
+    if (e) {
+      for (int j = 0; j < K; ++j) e[j] = rq_exp_nonpos(to_acc(u[j]) - max);
+      for (int j = 0; j < K; ++j) sum += e[j];
+    } else {
+      for (int j = 0; j < K; ++j) sum += rq_exp_nonpos(to_acc(u[j]) - max);
+    }
+    min_size = C(min_size_);
+    scale = C(1.0 - min_size_ * K);
+  }
+
+  PYGEN_HD C prob(int j) const { return (e ? e[j] : rq_exp_nonpos(to_acc(u[j]) - max)) / sum; }
+
+  // With search: the bin holding v (knot_k <= v < knot_{k+1}, the last bin closed, as
+  // nflows' searchsorted; NaN v lands in the last bin); else bin k.
+  PYGEN_HD RqKnots<C> walk(bool search, C v, int k) const {
+    const C two_b = bound + bound;
+    RqKnots<C> r{K - 1, -bound, bound, C(0), C(1)};
+    // The running sum in float64 as torch's CPU cumsum keeps it: in float32 the knots
+    // would carry K / 2 roundings, which the inverse passes straight to x.
+    double cum = 0;
+    for (int j = 0; j < K - 1; ++j) {
+      const C p = prob(j);
+      cum += double(min_size + scale * p);
+      const C knot = two_b * C(cum) + (-bound);
+      if (search ? v < knot : j == k) {
+        r.k = j;
+        r.hi = knot;
+        r.p_upto = r.p_below + p;
+        return r;
+      }
+      r.p_below += p;
+      r.lo = knot;
+    }
+    return r;
+  }
+
+  // Adds the gradient of the loss through knot_k (g_lo) and knot_{k+1} (g_hi) into the
+  // unnormalized sizes: knot_j = -B + 2B sum_{i<j} (m + s p_i) for interior j, so
+  // dL/dp_i = 2B s (g_lo [i < k] + g_hi [i <= k]), then the softmax backward.
+  template <class G>
+  PYGEN_HD void backward(const RqKnots<C>& r, C g_lo, C g_hi, G* grad) const {
+    const C a = r.k >= 1 ? g_lo : C(0);
+    const C b = r.k + 1 <= K - 1 ? g_hi : C(0);
+    const C f = (bound + bound) * scale;
+    const C mean = f * (a * r.p_below + b * r.p_upto);
+    for (int j = 0; j < K; ++j) {
+      const C gp = f * ((j < r.k ? a : C(0)) + (j <= r.k ? b : C(0)));
+      grad[j] = from_acc<G>(prob(j) * (gp - mean));
+    }
+  }
+};
+
+// One bin of the spline: its corner knots and the derivatives there.
+template <class C>
+struct RqBin {
+  C x0, x1, y0, y1, d0, d1;
+};
+
+// The gradient of the loss with respect to the element's input and its bin's corners.
+template <class C>
+struct RqBinGrad {
+  C in, x0, x1, y0, y1, d0, d1;
+};
+
+// Forward: y and log|dy/dx| at x in the bin (the paper's eqs. 4-5, nflows' arithmetic).
+template <class C>
+PYGEN_HD void rq_bin_forward(const RqBin<C>& b, C x, C* y, C* lad) {
+  const C w = b.x1 - b.x0, h = b.y1 - b.y0, s = h / w;
+  const C theta = (x - b.x0) / w;
+  const C t = theta * (C(1) - theta);
+  const C num = h * (s * theta * theta + b.d0 * t);
+  const C den = s + (b.d0 + b.d1 - C(2) * s) * t;
+  *y = b.y0 + num / den;
+  const C u = C(1) - theta;
+  const C dnum = s * s * (b.d1 * theta * theta + C(2) * s * t + b.d0 * u * u);
+  *lad = rq_log(dnum) - C(2) * rq_log(den);
+}
+
+// The position theta in [0, 1] of the bin whose spline value is y: the root of the
+// quadratic, in the cancellation-free form 2c / (-b - sqrt(b^2 - 4ac)).
+template <class C>
+PYGEN_HD C rq_bin_root(const RqBin<C>& b, C y) {
+  const C w = b.x1 - b.x0, h = b.y1 - b.y0, s = h / w;
+  const C dy = y - b.y0;
+  const C curv = b.d0 + b.d1 - C(2) * s;
+  const C qa = dy * curv + h * (s - b.d0);
+  const C qb = h * b.d0 - dy * curv;
+  const C qc = -s * dy;
+  const C disc = qb * qb - C(4) * qa * qc;
+  // Never negative in exact arithmetic (nflows asserts it); rounding may make it so.
+  return (C(2) * qc) / (-qb - rq_sqrt(disc > C(0) ? disc : C(0)));
+}
+
+// Inverse: x and log|dx/dy| at y in the bin.
+template <class C>
+PYGEN_HD void rq_bin_inverse(const RqBin<C>& b, C y, C* x, C* lad) {
+  const C theta = rq_bin_root(b, y);
+  const C w = b.x1 - b.x0, h = b.y1 - b.y0, s = h / w;
+  *x = theta * w + b.x0;
+  const C t = theta * (C(1) - theta);
+  const C den = s + (b.d0 + b.d1 - C(2) * s) * t;
+  const C u = C(1) - theta;
+  const C dnum = s * s * (b.d1 * theta * theta + C(2) * s * t + b.d0 * u * u);
+  *lad = -(rq_log(dnum) - C(2) * rq_log(den));
+}
+
+// Backward of rq_bin_forward (inverse false: `in` is x) or rq_bin_inverse (`in` is y)
+// for the loss gy * out + gl * lad. With theta the position in the bin, s = h / w,
+// t = theta (1 - theta), D the denominator and M the derivative's bracket,
+// out - y0 = f(theta, h, s, d0, d1) = h (s theta^2 + d0 t) / D and
+// lad = 2 log s + log M - 2 log D; the inverse differentiates theta implicitly
+// through f(theta) = y - y0.
+template <class C>
+PYGEN_HD RqBinGrad<C> rq_bin_backward(const RqBin<C>& b, C in, bool inverse, C gy, C gl) {
+  const C w = b.x1 - b.x0, h = b.y1 - b.y0, s = h / w;
+  const C theta = inverse ? rq_bin_root(b, in) : (in - b.x0) / w;
+  const C u = C(1) - theta;
+  const C t = theta * u;
+  const C curv = b.d0 + b.d1 - C(2) * s;
+  const C den = s + curv * t;
+  const C num = s * theta * theta + b.d0 * t;
+  const C m = b.d1 * theta * theta + C(2) * s * t + b.d0 * u * u;
+  const C den2 = den * den;
+  const C one_2t = C(1) - C(2) * t, one_2theta = C(1) - C(2) * theta;
+  // Partials of f ...
+  const C f_theta = h * s * m / den2;
+  const C f_h = num / den;
+  const C f_s = h * (theta * theta * den - num * one_2t) / den2;
+  const C f_d0 = h * t * (den - num) / den2;
+  const C f_d1 = -h * num * t / den2;
+  // ... and of log|dy/dx|.
+  const C m_theta = C(2) * (b.d1 * theta + s * one_2theta - b.d0 * u);
+  const C l_theta = m_theta / m - C(2) * curv * one_2theta / den;
+  const C l_s = C(2) / s + C(2) * t / m - C(2) * one_2t / den;
+  const C l_d0 = u * u / m - C(2) * t / den;
+  const C l_d1 = theta * theta / m - C(2) * t / den;
+
+  RqBinGrad<C> g;
+  C g_w, g_h;
+  if (!inverse) {
+    const C g_theta = gy * f_theta + gl * l_theta;
+    const C g_s = gy * f_s + gl * l_s;
+    g.d0 = gy * f_d0 + gl * l_d0;
+    g.d1 = gy * f_d1 + gl * l_d1;
+    g.in = g_theta / w;
+    g_w = -(g_theta * theta + g_s * s) / w;
+    g_h = gy * f_h + g_s / w;
+    g.x0 = -g_theta / w - g_w;
+    g.y0 = gy - g_h;
+  } else {
+    // out = x0 + w theta, lad = -l(theta); f(theta) = in - y0 fixes theta.
+    const C lambda = (gy * w - gl * l_theta) / f_theta;
+    const C g_s = -lambda * f_s - gl * l_s;
+    g.d0 = -lambda * f_d0 - gl * l_d0;
+    g.d1 = -lambda * f_d1 - gl * l_d1;
+    g.in = lambda;
+    g_w = gy * theta - g_s * s / w;
+    g_h = -lambda * f_h + g_s / w;
+    g.x0 = gy - g_w;
+    g.y0 = -lambda - g_h;
+  }
+  g.x1 = g_w;
+  g.y1 = g_h;
+  return g;
+}
+
+// Where an element falls: its bin's knots in both partitions and its bin.
+template <class T>
+struct RqElement {
+  using C = AccOf<T>;
+  RqPartition<T> pw, ph;
+  RqKnots<C> kw, ky;
+  RqBin<C> bin;
+};
+
+// Locates `in` (x, or y with inverse) inside [-B, B] in the spline of one element's
+// parameter rows: widths, heights [K], derivatives [K - 1]. `scratch`: null, or 2K
+// values to keep the softmax exponentials in (the CPU kernels; on CUDA they would
+// live in local memory, slower than recomputing them).
+template <class T>
+PYGEN_HD RqElement<T> rq_locate(const T* uw, const T* uh, const T* ud, int K, AccOf<T> bound, bool inverse,
+                                AccOf<T> in, AccOf<T>* scratch) {
+  using C = AccOf<T>;
+  const RqPartition<T> pw(uw, scratch, K, bound, kRqMinBinWidth);
+  const RqPartition<T> ph(uh, scratch ? scratch + K : nullptr, K, bound, kRqMinBinHeight);
+  const RqPartition<T>& searched = inverse ? ph : pw;
+  const RqPartition<T>& other = inverse ? pw : ph;
+  const RqKnots<C> found = searched.walk(true, in, 0);
+  const RqKnots<C> paired = other.walk(false, in, found.k);
+  const int k = found.k;
+  const C dbound = rq_boundary_derivative<C>();
+  const C d0 = k == 0 ? dbound : C(kRqMinDerivative) + rq_softplus(to_acc(ud[k - 1]));
+  const C d1 = k == K - 1 ? dbound : C(kRqMinDerivative) + rq_softplus(to_acc(ud[k]));
+  const RqKnots<C>& kw = inverse ? paired : found;
+  const RqKnots<C>& ky = inverse ? found : paired;
+  return {pw, ph, kw, ky, {kw.lo, kw.hi, ky.lo, ky.hi, d0, d1}};
+}
+
+// One element's output and log|d out / d in|, forward or inverse; the identity outside
+// [-B, B] (NaN inputs included).
+template <class T>
+PYGEN_HD void rq_spline_element(const T* uw, const T* uh, const T* ud, int K, AccOf<T> bound, bool inverse,
+                                AccOf<T> in, AccOf<T>* out, AccOf<T>* lad, AccOf<T>* scratch) {
+  using C = AccOf<T>;
+  if (!(in >= -bound && in <= bound)) {
+    *out = in;
+    *lad = C(0);
+    return;
+  }
+  const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in, scratch);
+  if (inverse)
+    rq_bin_inverse(e.bin, in, out, lad);
+  else
+    rq_bin_forward(e.bin, in, out, lad);
+}
+
+// The backward of one element for the loss gy * out + gl * lad: writes the gradients of
+// its parameter rows (zeros outside [-B, B]) and returns the input's.
+template <class T>
+PYGEN_HD AccOf<T> rq_spline_element_backward(const T* uw, const T* uh, const T* ud, int K, AccOf<T> bound,
+                                             bool inverse, AccOf<T> in, AccOf<T> gy, AccOf<T> gl, T* gw,
+                                             T* gh, T* gd, AccOf<T>* scratch) {
+  using C = AccOf<T>;
+  for (int j = 0; j < K - 1; ++j) gd[j] = from_acc<T>(C(0));
+  if (!(in >= -bound && in <= bound)) {
+    for (int j = 0; j < K; ++j) gw[j] = gh[j] = from_acc<T>(C(0));
+    return gy;
+  }
+  const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in, scratch);
+  const RqBinGrad<C> g = rq_bin_backward(e.bin, in, inverse, gy, gl);
+  e.pw.backward(e.kw, g.x0, g.x1, gw);
+  e.ph.backward(e.ky, g.y0, g.y1, gh);
+  const int k = e.ky.k;
+  if (k >= 1) gd[k - 1] = from_acc<T>(g.d0 * rq_softplus_grad(to_acc(ud[k - 1])));
+  if (k + 1 <= K - 1) gd[k] = from_acc<T>(g.d1 * rq_softplus_grad(to_acc(ud[k])));
+  return g.in;
+}
+
+}  // namespace pygen
