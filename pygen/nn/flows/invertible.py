@@ -31,6 +31,12 @@ class ActNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
         self.log_scale = nn.Parameter(torch.zeros(channels))
         self.register_buffer("initialized", torch.tensor(False))
+        # The buffer read once, so forward does not synchronize with the device every call.
+        self._known_initialized = False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._known_initialized = False
+        super()._load_from_state_dict(*args, **kwargs)
 
     def _view(self, p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return p.view(1, -1, *([1] * (x.dim() - 2))).to(x.dtype)
@@ -42,12 +48,15 @@ class ActNorm(nn.Module):
         self.bias.copy_(-flat.mean(1))
         self.log_scale.copy_(-flat.std(1, correction=0).clamp(min=1e-6).log())
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` -> ``(y, logdet [B])``."""
         _check(x, self.channels)
-        if not self.initialized:
-            self.initialize(x)
+        if not self._known_initialized:
+            if not self.initialized:
+                self.initialize(x)
+            self._known_initialized = True
         y = (x + self._view(self.bias, x)) * torch.exp(self._view(self.log_scale, x))
         ld = self.log_scale.to(logdet_zeros(x).dtype).sum() * _positions(x)
         return y, ld.expand(x.shape[0])
