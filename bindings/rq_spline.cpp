@@ -1,6 +1,4 @@
 // Flow ops: the checks and params both devices share, and the CPU implementations.
-#include "bindings/flows.h"
-
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
@@ -9,6 +7,7 @@
 #include <string>
 
 #include "bindings/checks.h"
+#include "bindings/flows.h"
 #include "csrc/common/spline.h"
 
 namespace pygen {
