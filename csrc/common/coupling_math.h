@@ -48,15 +48,7 @@ PYGEN_HD bool finite_c(C a) {
 PYGEN_HD float exp_c(float x) {
   // Round to nearest through the 1.5 * 2^23 shifter: no libm call, vectorizes.
   const float n = add_rn(add_rn(mul_rn(x, 1.44269504088896341f), 12582912.0f), -12582912.0f);
-  float r = fma_rn(n, -0.693359375f, x);
-  r = fma_rn(n, 2.12194440e-4f, r);
-  float p = 1.9875691500e-4f;
-  p = fma_rn(p, r, 1.3981999507e-3f);
-  p = fma_rn(p, r, 8.3334519073e-3f);
-  p = fma_rn(p, r, 4.1665795894e-2f);
-  p = fma_rn(p, r, 1.6666665459e-1f);
-  p = fma_rn(p, r, 5.0000001201e-1f);
-  const float e = add_rn(fma_rn(mul_rn(r, r), p, r), 1.0f);
+  const float e = exp_reduced_f32(n, x);
   // Out of range, n is clamped as an integer (clamping x itself lets GCC thread the
   // comparisons into branches, which blocks vectorization); those lanes are masked below.
   const int32_t n_raw = int32_t(n);
@@ -174,6 +166,20 @@ PYGEN_HD CouplingScale<C> coupling_scale(C raw, C clamp, C inv_clamp) {
     s.factor = exp_c(Inverse ? -s.log_scale : s.log_scale);
   }
   return s;
+}
+
+// Gradients of one element of the affine map (g: of y, g_l: of the sample's log-det):
+//   forward   gx = g s,   gshift = g,       graw = (g x s + g_l) dlog
+//   inverse   gx = g / s, gshift = -g / s,  graw = -(g out + g_l) dlog,  out = (x - shift) / s
+template <class C>
+struct AffineGrads {
+  C x, shift, raw;
+};
+
+template <bool Inverse, class C>
+PYGEN_HD AffineGrads<C> affine_coupling_grads(C g, C g_l, C x, C shift, const CouplingScale<C>& s) {
+  if (Inverse) return {g * s.factor, -g * s.factor, -(g * ((x - shift) * s.factor) + g_l) * s.dlog};
+  return {g * s.factor, g, (g * x * s.factor + g_l) * s.dlog};
 }
 
 // ---- logistic-mixture CDF --------------------------------------------------------------

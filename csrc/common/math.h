@@ -164,13 +164,10 @@ PYGEN_HD void rotate_quarter_turns(uint32_t q, T c, T s, T* c_out, T* s_out) {
   *s_out = (q & 2u) ? -sq : sq;
 }
 
-// e^x for x <= 0 (Cephes expf: x = n ln2 + r with |r| <= ln2/2, then a degree-7
-// polynomial; relative error ~1 ulp). Below -87.3 the result is 0 rather than a
-// subnormal: callers use it for softmax weights relative to the maximum.
-PYGEN_HD float exp_nonpos_f32(float x) {
-  const float xc = x < -87.3f ? -87.3f : x;
-  const float n = float(int32_t(fma_rn(xc, 1.44269504088896341f, -0.5f)));  // floor(x/ln2 + 1/2)
-  float r = fma_rn(n, -0.693359375f, xc);
+// e^(x - n ln2) for an integer-valued n with |x - n ln2| <= ln2/2 (Cephes expf: ln2 split
+// in two for the reduction, then a degree-7 polynomial; relative error ~1 ulp).
+PYGEN_HD float exp_reduced_f32(float n, float x) {
+  float r = fma_rn(n, -0.693359375f, x);
   r = fma_rn(n, 2.12194440e-4f, r);
   float p = 1.9875691500e-4f;
   p = fma_rn(p, r, 1.3981999507e-3f);
@@ -179,6 +176,16 @@ PYGEN_HD float exp_nonpos_f32(float x) {
   p = fma_rn(p, r, 1.6666665459e-1f);
   p = fma_rn(p, r, 5.0000001201e-1f);
   const float e = add_rn(fma_rn(mul_rn(r, r), p, r), 1.0f);
+  return e;
+}
+
+// e^x for x <= 0 (Cephes expf: x = n ln2 + r with |r| <= ln2/2, then a degree-7
+// polynomial; relative error ~1 ulp). Below -87.3 the result is 0 rather than a
+// subnormal: callers use it for softmax weights relative to the maximum.
+PYGEN_HD float exp_nonpos_f32(float x) {
+  const float xc = x < -87.3f ? -87.3f : x;
+  const float n = float(int32_t(fma_rn(xc, 1.44269504088896341f, -0.5f)));  // floor(x/ln2 + 1/2)
+  const float e = exp_reduced_f32(n, xc);
   const float scale = bits_float(uint32_t(int32_t(n) + 127) << 23);  // 2^n, n in [-126, 0]
   const uint32_t keep = 0u - uint32_t(x >= -87.3f);                  // a mask, not a branch: loops vectorize
   return bits_float(float_bits(mul_rn(e, scale)) & keep);

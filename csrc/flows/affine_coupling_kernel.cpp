@@ -57,8 +57,6 @@ void forward(const AffineCouplingParams& p) {
     }
 }
 
-// Forward:  gx = gy s,      gshift = gy,       graw = (gy x s + gl) dlog
-// Inverse:  gx = gy / s,    gshift = -gy / s,  graw = -(gy out + gl) dlog,  out = (x - shift) / s
 // One span of a sample; restrict pointers, since with seven arrays GCC gives up on
 // run-time alias checks and would not vectorize. gy null: zero.
 template <class T, ScaleFn F, bool Inverse, bool HasGy>
@@ -70,17 +68,10 @@ void backward_span(int64_t n, const T* __restrict gy, AccOf<T> g_l, const T* __r
     const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[i]), clamp, inv_clamp);
     C g = 0;
     if constexpr (HasGy) g = to_acc(gy[i]);
-    const C v = to_acc(x[i]);
-    if constexpr (Inverse) {
-      const C out = (v - to_acc(shift[i])) * s.factor;
-      gx[i] = from_acc<T>(g * s.factor);
-      gshift[i] = from_acc<T>(-g * s.factor);
-      graw[i] = from_acc<T>(-(g * out + g_l) * s.dlog);
-    } else {
-      gx[i] = from_acc<T>(g * s.factor);
-      gshift[i] = from_acc<T>(g);
-      graw[i] = from_acc<T>((g * v * s.factor + g_l) * s.dlog);
-    }
+    const AffineGrads<C> d = affine_coupling_grads<Inverse>(g, g_l, to_acc(x[i]), to_acc(shift[i]), s);
+    gx[i] = from_acc<T>(d.x);
+    gshift[i] = from_acc<T>(d.shift);
+    graw[i] = from_acc<T>(d.raw);
   }
 }
 

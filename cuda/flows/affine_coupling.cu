@@ -78,17 +78,10 @@ __global__ void backward_kernel(AffineCouplingBackwardParams p) {
     const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[i]), clamp, inv_clamp);
     const C g = gy ? to_acc(gy[i]) : C(0);
     const C g_l = gl ? gl[i / p.numel] : C(0);
-    const C v = to_acc(x[i]);
-    if constexpr (Inverse) {
-      const C out = (v - to_acc(shift[i])) * s.factor;
-      gx[i] = from_acc<T>(g * s.factor);
-      gshift[i] = from_acc<T>(-g * s.factor);
-      graw[i] = from_acc<T>(-(g * out + g_l) * s.dlog);
-    } else {
-      gx[i] = from_acc<T>(g * s.factor);
-      gshift[i] = from_acc<T>(g);
-      graw[i] = from_acc<T>((g * v * s.factor + g_l) * s.dlog);
-    }
+    const AffineGrads<C> d = affine_coupling_grads<Inverse>(g, g_l, to_acc(x[i]), to_acc(shift[i]), s);
+    gx[i] = from_acc<T>(d.x);
+    gshift[i] = from_acc<T>(d.shift);
+    graw[i] = from_acc<T>(d.raw);
   }
 }
 
