@@ -56,55 +56,84 @@ struct Candidate {
 };
 
 // A scaled logit that is probably at or below the k-th largest, yet above all but a few
-// hundred: the j-th largest of a strided sample of kTopKSample logits, j about twice the
-// share of k in the sample. -inf (keep everything) when the row is short or k large.
-constexpr int64_t kTopKSample = 1024;
+// hundred: the j-th largest of a sample of kTopKSample logits, j about twice the share of
+// k in the sample. The sample is kTopKRuns runs of contiguous logits spread over the row,
+// so it touches few cache lines of a row that is not yet cached. -inf (keep everything)
+// when the row is short or k large.
+constexpr int64_t kTopKSample = 1024, kTopKRuns = 64, kTopKRun = kTopKSample / kTopKRuns;
 template <class T>
 float top_k_guess(const T* row, int64_t V, int64_t k, float inv_t, std::vector<float>& sample) {
   const int64_t j = 2 * k * kTopKSample / V + 8;
   if (V < 8 * kTopKSample || 4 * j > kTopKSample) return -std::numeric_limits<float>::infinity();
-  const int64_t stride = V / kTopKSample;
+  const int64_t stride = V / kTopKRuns;
   sample.resize(size_t(kTopKSample));
-  for (int64_t i = 0; i < kTopKSample; ++i) sample[size_t(i)] = mul_rn(to_float(row[i * stride]), inv_t);
+  // NaN (a bad row, reported after the scan) sorts as -inf here, keeping the order strict.
+  for (int64_t run = 0; run < kTopKRuns; ++run)
+    for (int64_t i = 0; i < kTopKRun; ++i) {
+      const float y = mul_rn(to_float(row[run * stride + i]), inv_t);
+      sample[size_t(run * kTopKRun + i)] = y == y ? y : -std::numeric_limits<float>::infinity();
+    }
   std::nth_element(sample.begin(), sample.begin() + (j - 1), sample.end(), std::greater<float>());
   return sample[size_t(j - 1)];
 }
 
-// Appends, in index order, the categories whose scaled logit is >= cut.
-template <class T>
-void collect_candidates(const T* row, int64_t V, float inv_t, float cut, std::vector<Candidate>& cands) {
+// One pass over a row: its maximum logit, whether any is NaN or +inf, and with Collect
+// the categories whose scaled logit x * inv_t is >= cut, appended in index order (mul_rn
+// is monotone, so a lane group's largest logit tells whether any of it passes).
+struct Scan {
+  float x_max;
+  int32_t bad;
+};
+
+template <bool Collect, class T>
+Scan scan_row(const T* row, int64_t V, float inv_t, float cut, std::vector<Candidate>& cands) {
   const auto collect = [&](int64_t i) {
     const float y = mul_rn(to_float(row[i]), inv_t);
     if (y >= cut) cands.push_back({i, y});
   };
-  // Candidates are rare: test a vector of lanes at once, visit lanes only where one is.
+  float lane_max[kLanes];
+  int32_t lane_bad[kLanes];
+  for (int l = 0; l < kLanes; ++l) {
+    lane_max[l] = -std::numeric_limits<float>::infinity();
+    lane_bad[l] = 0;
+  }
   int64_t i = 0;
   for (; i + kLanes <= V; i += kLanes) {
     float hi = -std::numeric_limits<float>::infinity();
     for (int l = 0; l < kLanes; ++l) {
-      const float y = mul_rn(to_float(row[i + l]), inv_t);
-      hi = y > hi ? y : hi;
+      const float x = to_float(row[i + l]);
+      lane_bad[l] |= categorical_bad_logit(x);
+      lane_max[l] = x > lane_max[l] ? x : lane_max[l];
+      hi = x > hi ? x : hi;
     }
-    if (hi >= cut)
+    if (Collect && mul_rn(hi, inv_t) >= cut)
       for (int l = 0; l < kLanes; ++l) collect(i + l);
   }
-  for (; i < V; ++i) collect(i);
+  Scan s{-std::numeric_limits<float>::infinity(), 0};
+  for (int l = 0; l < kLanes; ++l) {
+    s.x_max = lane_max[l] > s.x_max ? lane_max[l] : s.x_max;
+    s.bad |= lane_bad[l];
+  }
+  for (; i < V; ++i) {
+    const float x = to_float(row[i]);
+    s.bad |= categorical_bad_logit(x);
+    s.x_max = x > s.x_max ? x : s.x_max;
+    if (Collect) collect(i);
+  }
+  return s;
 }
 
-// Rows with top-k (k < V): the categories at or above a guessed cut (all of them when
-// fewer than k pass it, so the guess never changes the result), the exact k-th largest
-// among those, then top-p and the inversion on the few candidates. Ties with the k-th
-// are kept.
+// Rows with top-k (k < V), given the categories at or above the guessed cut (all of them
+// are collected again when fewer than k pass it, so the guess never changes the result):
+// the exact k-th largest among those, then top-p and the inversion on the few
+// candidates. Ties with the k-th are kept.
 template <class T>
 void sample_top_k(const CategoricalParams& p, int64_t r, const T* row, int64_t V, float inv_t, float y_max,
-                  float y_min, std::vector<Candidate>& cands, std::vector<uint32_t>& keys,
-                  std::vector<float>& sample) {
+                  float y_min, std::vector<Candidate>& cands, std::vector<uint32_t>& keys) {
   const int64_t k = p.top_k[r];
-  cands.clear();
-  collect_candidates(row, V, inv_t, top_k_guess(row, V, k, inv_t, sample), cands);
   if (int64_t(cands.size()) < k) {
     cands.clear();
-    collect_candidates(row, V, inv_t, -std::numeric_limits<float>::infinity(), cands);
+    scan_row<true>(row, V, inv_t, -std::numeric_limits<float>::infinity(), cands);
   }
   keys.clear();
   for (const Candidate& c : cands) keys.push_back(float_order_key(c.y));
@@ -142,32 +171,16 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   const T* row = static_cast<const T*>(p.logits) + r * p.vocab;
   const int64_t V = p.vocab;
 
-  // Pass 1: maximum, and whether any logit is NaN or +inf.
-  float lane_max[kLanes];
-  int32_t lane_bad[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    lane_max[l] = -std::numeric_limits<float>::infinity();
-    lane_bad[l] = 0;
-  }
-  int64_t i = 0;
-  for (; i + kLanes <= V; i += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const float x = to_float(row[i + l]);
-      lane_bad[l] |= categorical_bad_logit(x);
-      lane_max[l] = x > lane_max[l] ? x : lane_max[l];
-    }
-  }
-  float x_max = -std::numeric_limits<float>::infinity();
-  int32_t bad = 0;
-  for (int l = 0; l < kLanes; ++l) {
-    x_max = lane_max[l] > x_max ? lane_max[l] : x_max;
-    bad |= lane_bad[l];
-  }
-  for (; i < V; ++i) {
-    const float x = to_float(row[i]);
-    bad |= categorical_bad_logit(x);
-    x_max = x > x_max ? x : x_max;
-  }
+  // Pass 1: maximum, and whether any logit is NaN or +inf; for top-k rows also the
+  // candidates at or above a guessed cut, so the row is read once.
+  const bool top_k = p.top_k[r] < V && p.temperature[r] > 0;
+  cands.clear();
+  const Scan scan =
+      top_k ? scan_row<true>(row, V, 1.0f / p.temperature[r],
+                             top_k_guess(row, V, p.top_k[r], 1.0f / p.temperature[r], sample), cands)
+            : scan_row<false>(row, V, 1.0f, 0.0f, cands);
+  const float x_max = scan.x_max;
+  const int32_t bad = scan.bad;
   if (bad) {
     p.status[r] = kCategoricalBadLogit;
     return;
@@ -190,7 +203,7 @@ void sample_row(const CategoricalParams& p, int64_t r, std::vector<double>& chun
   const float y_max = mul_rn(x_max, inv_t);
   float y_min =
       p.min_p[r] > 0 ? add_rn(y_max, std::log(p.min_p[r])) : -std::numeric_limits<float>::infinity();
-  if (p.top_k[r] < V) return sample_top_k(p, r, row, V, inv_t, y_max, y_min, cands, scratch, sample);
+  if (top_k) return sample_top_k(p, r, row, V, inv_t, y_max, y_min, cands, scratch);
   float w_min = 0.0f;
   if (p.top_p[r] < 1) {
     double kept = 0;

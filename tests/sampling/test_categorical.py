@@ -44,12 +44,13 @@ def test_matches_reference(device, torch_seed, dtype, shape, params):
     torch.testing.assert_close(logprob[same], ref_logprob[same], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("pattern", ["strided peaks", "ties"])
+@pytest.mark.parametrize("pattern", ["sampled peaks", "ties"])
 def test_top_k_on_adversarial_rows(device, torch_seed, pattern):
-    # Long rows where a strided look at the row misjudges the k-th largest logit.
+    # Long rows where a look at a sample of the row misjudges the k-th largest logit: the
+    # kernel samples runs of 16 logits every V/64, so peaks exactly there force its fallback.
     logits = torch.randn(6, 16384)
-    if pattern == "strided peaks":
-        logits[:, ::16] += 10
+    if pattern == "sampled peaks":
+        logits[:, torch.arange(16384) % 256 < 16] += 10
     else:
         logits = torch.randint(0, 5, logits.shape).float()
     rows = logits.shape[:-1]
