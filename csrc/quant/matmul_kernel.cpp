@@ -307,44 +307,6 @@ void dot_tile(const float* x, int64_t ldx, const float* wd, int64_t ldw, int64_t
     for (int j = 0; j < NR; ++j) vec_store(acc + (m * lda + j) * kVecF, a[m][j]);
 }
 
-template <int MR>
-void dot_panel(const float* x, int64_t ldx, const float* wd, int64_t ldw, int64_t rows, int64_t cols,
-               float* acc) {
-  int64_t j = 0;
-  for (; j + kTileN <= rows; j += kTileN)
-    dot_tile<MR, kTileN>(x, ldx, wd + j * ldw, ldw, cols, acc + j * kVecF, kPanelRows);
-  for (; j < rows; ++j) dot_tile<MR, 1>(x, ldx, wd + j * ldw, ldw, cols, acc + j * kVecF, kPanelRows);
-}
-
-template <QuantLayout L, class T>
-void gemm(const QuantWeight& w, int64_t M, const float* x, const T* bias, T* out, int64_t n0, int64_t n1) {
-  const int64_t K = w.K;
-  std::vector<float> panel(kPanelRows * std::min(K, kDecodeCols));
-  std::vector<float> acc(M * kPanelRows * kVecF);  // vector partial sums
-  for (int64_t nb = n0; nb < n1; nb += kPanelRows) {
-    const int64_t rows = std::min(kPanelRows, n1 - nb);
-    std::fill(acc.begin(), acc.end(), 0.0f);
-    for (int64_t d0 = 0; d0 < K; d0 += kDecodeCols) {
-      const int64_t ldw = std::min(kDecodeCols, K - d0);
-      decode_rows<L>(w, nb, rows, d0, ldw, panel.data());
-      prefetch_next_panel(w, nb, d0, kDecodeCols, n1);
-      for (int64_t k0 = 0; k0 < ldw; k0 += kDotCols) {
-        const int64_t cols = std::min(kDotCols, ldw - k0);
-        const float* wd = panel.data() + k0;
-        int64_t m = 0;
-        for (; m + kTileM <= M; m += kTileM)
-          dot_panel<kTileM>(x + m * K + d0 + k0, K, wd, ldw, rows, cols, acc.data() + m * kPanelRows * kVecF);
-        for (; m < M; ++m)
-          dot_panel<1>(x + m * K + d0 + k0, K, wd, ldw, rows, cols, acc.data() + m * kPanelRows * kVecF);
-      }
-    }
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t j = 0; j < rows; ++j)
-        store_out(out + m * w.N + nb + j, hsum(vec_load(acc.data() + (m * kPanelRows + j) * kVecF)) +
-                                              (bias ? to_float(bias[nb + j]) : 0.0f));
-  }
-}
-
 #if defined(__AVX512F__)
 // bfloat16 x with AVX512-BF16 (vdpbf16ps: 32 products a lane pair, twice the fp32 FMA
 // rate): the panel is decoded to bfloat16, so each weight rounds once more, to the
@@ -366,8 +328,7 @@ inline __m512i to_bf16(__m512 lo, __m512 hi) {
 }
 
 template <QuantLayout L>
-void decode_rows_bf16(const QuantWeight& w, int64_t n0, int64_t rows, int64_t k0, int64_t cols,
-                      uint16_t* dst) {
+void decode_rows(const QuantWeight& w, int64_t n0, int64_t rows, int64_t k0, int64_t cols, uint16_t* dst) {
   const float* base = table_base(w.format);
   const int64_t row_bytes = weight_row_bytes(w), groups = w.K / w.group;
   for (int64_t r = 0; r < rows; ++r) {
@@ -388,8 +349,8 @@ void decode_rows_bf16(const QuantWeight& w, int64_t n0, int64_t rows, int64_t k0
 
 // acc[m * lda + j] += x[m, :cols] * wd[j, :cols] as bfloat16 pairs, lane-wise.
 template <int MR, int NR>
-void dot_tile_bf16(const uint16_t* x, int64_t ldx, const uint16_t* wd, int64_t ldw, int64_t cols, float* acc,
-                   int64_t lda) {
+void dot_tile(const uint16_t* x, int64_t ldx, const uint16_t* wd, int64_t ldw, int64_t cols, float* acc,
+              int64_t lda) {
   VecF a[MR][NR];
 #pragma GCC unroll 4
   for (int m = 0; m < MR; ++m)
@@ -412,38 +373,37 @@ void dot_tile_bf16(const uint16_t* x, int64_t ldx, const uint16_t* wd, int64_t l
     for (int j = 0; j < NR; ++j) vec_store(acc + (m * lda + j) * kVecF, a[m][j]);
 }
 
-template <int MR>
-void dot_panel_bf16(const uint16_t* x, int64_t ldx, const uint16_t* wd, int64_t ldw, int64_t rows,
-                    int64_t cols, float* acc) {
+#endif
+
+template <int MR, class E>
+void dot_panel(const E* x, int64_t ldx, const E* wd, int64_t ldw, int64_t rows, int64_t cols, float* acc) {
   int64_t j = 0;
   for (; j + kTileN <= rows; j += kTileN)
-    dot_tile_bf16<MR, kTileN>(x, ldx, wd + j * ldw, ldw, cols, acc + j * kVecF, kPanelRows);
-  for (; j < rows; ++j) dot_tile_bf16<MR, 1>(x, ldx, wd + j * ldw, ldw, cols, acc + j * kVecF, kPanelRows);
+    dot_tile<MR, kTileN>(x, ldx, wd + j * ldw, ldw, cols, acc + j * kVecF, kPanelRows);
+  for (; j < rows; ++j) dot_tile<MR, 1>(x, ldx, wd + j * ldw, ldw, cols, acc + j * kVecF, kPanelRows);
 }
 
-// The GEMM path for bfloat16 x, as gemm() but on bfloat16 panels.
-template <QuantLayout L>
-void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* x, const BFloat16* bias, BFloat16* out,
-               int64_t n0, int64_t n1) {
+// The GEMM path on panels of E: float, or (AVX512-BF16) bfloat16 bits for bfloat16 x.
+template <QuantLayout L, class T, class E>
+void gemm(const QuantWeight& w, int64_t M, const E* x, const T* bias, T* out, int64_t n0, int64_t n1) {
   const int64_t K = w.K;
-  std::vector<uint16_t> panel(kPanelRows * std::min(K, kDecodeCols));
-  std::vector<float> acc(M * kPanelRows * kVecF);
+  std::vector<E> panel(kPanelRows * std::min(K, kDecodeCols));
+  std::vector<float> acc(M * kPanelRows * kVecF);  // vector partial sums
   for (int64_t nb = n0; nb < n1; nb += kPanelRows) {
     const int64_t rows = std::min(kPanelRows, n1 - nb);
     std::fill(acc.begin(), acc.end(), 0.0f);
     for (int64_t d0 = 0; d0 < K; d0 += kDecodeCols) {
       const int64_t ldw = std::min(kDecodeCols, K - d0);
-      decode_rows_bf16<L>(w, nb, rows, d0, ldw, panel.data());
+      decode_rows<L>(w, nb, rows, d0, ldw, panel.data());
       prefetch_next_panel(w, nb, d0, kDecodeCols, n1);
       for (int64_t k0 = 0; k0 < ldw; k0 += kDotCols) {
         const int64_t cols = std::min(kDotCols, ldw - k0);
-        const uint16_t* wd = panel.data() + k0;
+        const E* wd = panel.data() + k0;
         int64_t m = 0;
         for (; m + kTileM <= M; m += kTileM)
-          dot_panel_bf16<kTileM>(x + m * K + d0 + k0, K, wd, ldw, rows, cols,
-                                 acc.data() + m * kPanelRows * kVecF);
+          dot_panel<kTileM>(x + m * K + d0 + k0, K, wd, ldw, rows, cols, acc.data() + m * kPanelRows * kVecF);
         for (; m < M; ++m)
-          dot_panel_bf16<1>(x + m * K + d0 + k0, K, wd, ldw, rows, cols, acc.data() + m * kPanelRows * kVecF);
+          dot_panel<1>(x + m * K + d0 + k0, K, wd, ldw, rows, cols, acc.data() + m * kPanelRows * kVecF);
       }
     }
     for (int64_t m = 0; m < M; ++m)
@@ -453,6 +413,7 @@ void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* x, const BFloat1
   }
 }
 
+#if defined(__AVX512F__)
 // Runs the bfloat16 GEMM when it applies; false otherwise.
 bool matmul_bf16(const QuantMatmulParams& p) {
   if (p.dtype != DType::kBFloat16 || p.M <= kGemvRows || !has_avx512_bf16()) return false;
@@ -463,9 +424,9 @@ bool matmul_bf16(const QuantMatmulParams& p) {
   parallel_for(0, (w.N + kPanelRows - 1) / kPanelRows, 1, [&](int64_t b0, int64_t b1) {
     const int64_t n0 = b0 * kPanelRows, n1 = std::min(w.N, b1 * kPanelRows);
     if (w.format == QuantFormat::kTernary)
-      gemm_bf16<QuantLayout::kCrumbs>(w, p.M, x, bias, out, n0, n1);
+      gemm<QuantLayout::kCrumbs>(w, p.M, x, bias, out, n0, n1);
     else
-      gemm_bf16<QuantLayout::kNibbles>(w, p.M, x, bias, out, n0, n1);
+      gemm<QuantLayout::kNibbles>(w, p.M, x, bias, out, n0, n1);
   });
   return true;
 }
