@@ -14,6 +14,7 @@ import torch
 
 from pygen.models.flows import SHAPE, DigitsFlow, dequantization, fit_digits
 from pygen.nn.flows import Flow, JacobiStats, LogitTransform, Patchify, TarFlowBlock
+from pygen.nn.flows.autoregressive import BlockPlan, plan_gs_jacobi
 from pygen.train import TrainConfig
 
 METHODS = ("sequential", "gs_jacobi")
@@ -63,6 +64,26 @@ class TarFlow(DigitsFlow):
             patchify,
         ]
         self.flow = Flow(layers + blocks, event_shape=(patchify.tokens, patchify.token_dim))
+        self._plans: dict[tuple[float, int], list[BlockPlan]] = {}  # (tol, batch) -> plan
+        self.register_load_state_dict_post_hook(lambda module, keys: module._plans.clear())
+
+    def _blocks(self) -> list[TarFlowBlock]:
+        return [layer for layer in self.flow.layers if isinstance(layer, TarFlowBlock)]
+
+    @torch.no_grad()
+    def plan_gs_jacobi(
+        self, tol: float = 1e-4, *, batch: int = 1, probe: int = 8, seed: int = 0
+    ) -> list[BlockPlan]:
+        """Each block's GS-Jacobi groups and initialization for batches of ``batch``
+        decoded to ``tol`` (see :func:`pygen.nn.flows.autoregressive.plan_gs_jacobi`),
+        measured on ``probe`` seeded latents, and kept for ``decode(groups="auto")``
+        (first block first). The plan only affects speed: every plan converges to the
+        sequential inverse. Loading a state dict drops the kept plans."""
+        param = next(self.parameters())
+        z = torch.randn((probe, *self.flow.event_shape), generator=torch.Generator().manual_seed(seed))
+        plans = plan_gs_jacobi(self._blocks(), z.to(param.device, param.dtype), tol=tol, batch=batch)
+        self._plans[(float(tol), batch)] = plans
+        return plans
 
     @torch.no_grad()
     def decode(
@@ -70,26 +91,42 @@ class TarFlow(DigitsFlow):
         z: torch.Tensor,
         *,
         method: str = "sequential",
-        groups: int | Sequence[int] = 1,
+        groups: int | Sequence[int] | str = "auto",
         tol: float = 1e-4,
+        init: str | Sequence[str] = "z",
     ) -> tuple[torch.Tensor, list[JacobiStats]]:
         """Latent tokens ``z [B, L, P]`` -> levels, inverting the blocks last to first:
         ``"sequential"`` (exact, L - 1 one-token steps per block, KV cache) or
-        ``"gs_jacobi"`` (``groups`` groups of tokens, Jacobi sweeps to ``tol`` in each;
-        one count for every block, or a list with one per block, first block first, as
-        Liu et al. give the blocks that converge slowly more groups).
+        ``"gs_jacobi"`` (see :meth:`TarFlowBlock.inverse_gs_jacobi`) to ``tol`` with
+        ``groups`` groups of positions and initialization ``init``: one value for every
+        block, or a list with one per block, first block first (Liu et al. give the
+        blocks that converge slowly more groups); ``groups="auto"`` takes both from
+        :meth:`plan_gs_jacobi` (measured on the first such call for this ``tol`` and
+        batch size).
         Returns the levels (float) and, for GS-Jacobi, each block's stats (first block
         first)."""
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        blocks = [layer for layer in self.flow.layers if isinstance(layer, TarFlowBlock)]
-        per_block = [groups] * len(blocks) if isinstance(groups, int) else list(groups)
+        blocks = self._blocks()
+        if method == "sequential":
+            return self.flow.inverse(z), []
+        if groups == "auto":
+            plans = self._plans.get((float(tol), len(z))) or self.plan_gs_jacobi(tol, batch=len(z))
+            per_block, inits = [p.groups for p in plans], [p.init for p in plans]
+        else:
+            per_block = [groups] * len(blocks) if isinstance(groups, int) else list(groups)
+            inits = [init] * len(blocks) if isinstance(init, str) else list(init)
         if len(per_block) != len(blocks):
-            raise ValueError(f"groups must be an int or one count per block ({len(blocks)}), got {groups!r}")
+            raise ValueError(
+                f"groups must be an int, 'auto' or one count per block ({len(blocks)}), got {groups!r}"
+            )
+        if len(inits) != len(blocks):
+            raise ValueError(f"init must be a string or one per block ({len(blocks)}), got {init!r}")
         stats = []
         for layer in reversed(self.flow.layers):
-            if method == "gs_jacobi" and isinstance(layer, TarFlowBlock):
-                z, s = layer.inverse_gs_jacobi(z, groups=per_block[blocks.index(layer)], tol=tol)
+            if isinstance(layer, TarFlowBlock):
+                i = blocks.index(layer)
+                z, s = layer.inverse_gs_jacobi(z, groups=per_block[i], tol=tol, init=inits[i])
                 stats.insert(0, s)
             else:
                 z = layer.inverse(z)
@@ -103,8 +140,9 @@ class TarFlow(DigitsFlow):
         seed: int = 0,
         temperature: float = 1.0,
         method: str = "sequential",
-        groups: int | Sequence[int] = 1,
+        groups: int | Sequence[int] | str = "auto",
         tol: float = 1e-4,
+        init: str | Sequence[str] = "z",
         return_stats: bool = False,
     ):
         """``n`` digits, int64 levels ``[n, 1, 8, 8]``, from seeded latents, decoded by
@@ -112,7 +150,7 @@ class TarFlow(DigitsFlow):
         self.eval()
         z = torch.randn((n, *self.flow.event_shape), generator=torch.Generator().manual_seed(seed))
         z = (z * temperature).to(next(self.parameters()).device)
-        y, stats = self.decode(z, method=method, groups=groups, tol=tol)
+        y, stats = self.decode(z, method=method, groups=groups, tol=tol, init=init)
         return (self._levels(y), stats) if return_stats else self._levels(y)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -40,13 +40,54 @@ def attend(q, k, v, *, causal=False, layout: LayoutSpec | None = None) -> torch.
 class KVCache:
     """Keys and values of the positions an attention layer has already seen, for
     incremental (autoregressive) evaluation: ``k``, ``v`` ``[B, Hkv, n, D]``, None until
-    the first call. One cache per attention layer."""
+    the first call. One cache per attention layer.
+
+    ``capacity``: positions to reserve on the first append; appends then copy the new
+    positions into that buffer (``k``, ``v`` are views of it) instead of concatenating,
+    which copies the whole cache every step. Without it the cache grows by concatenation.
+
+    A call with ``update_cache=False`` leaves the cache as it was and keeps the new
+    positions' keys and values in ``pending``; :meth:`commit` appends a prefix of them
+    (Jacobi iterations: the positions that have converged join the cache without
+    another evaluation)."""
 
     k: torch.Tensor | None = None
     v: torch.Tensor | None = None
+    capacity: int | None = None
+    pending: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
+    _buffers: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
         return 0 if self.k is None else self.k.shape[2]
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Appends the keys and values ``[B, Hkv, m, D]`` of the next ``m`` positions."""
+        n, m = len(self), k.shape[2]
+        if self.capacity is None:
+            self.k = k if self.k is None else torch.cat([self.k, k], 2)
+            self.v = v if self.v is None else torch.cat([self.v, v], 2)
+            return
+        if self._buffers is None or n + m > self._buffers[0].shape[2]:
+            size = max(self.capacity, 2 * (n + m))
+            shape = (k.shape[0], k.shape[1], size, k.shape[3])
+            buffers = (k.new_empty(shape), v.new_empty(shape))
+            if n:
+                buffers[0][:, :, :n].copy_(self.k)
+                buffers[1][:, :, :n].copy_(self.v)
+            self._buffers = buffers
+        bk, bv = self._buffers
+        bk[:, :, n : n + m].copy_(k)
+        bv[:, :, n : n + m].copy_(v)
+        self.k, self.v = bk[:, :, : n + m], bv[:, :, : n + m]
+
+    def commit(self, n: int) -> None:
+        """Appends the first ``n`` positions of ``pending`` (from the last call made with
+        ``update_cache=False``)."""
+        if self.pending is None or not 0 <= n <= self.pending[0].shape[2]:
+            held = 0 if self.pending is None else self.pending[0].shape[2]
+            raise ValueError(f"commit needs 0 <= n <= {held} pending positions, got {n}")
+        k, v = self.pending
+        self.append(k[:, :, :n], v[:, :, :n])
 
 
 def _merge(out_a, lse_a, out_b, lse_b) -> torch.Tensor:
@@ -119,7 +160,7 @@ class MultiheadAttention(nn.Module):
         ``Lq`` positions after the ``len(cache)`` cached ones: they attend to every cached
         position and, causally when ``causal``, to each other. ``update_cache`` appends
         their keys and values (False evaluates provisional positions, as in Jacobi
-        iterations, leaving the cache as it was)."""
+        iterations, leaving the cache as it was but for ``cache.pending``)."""
         kv_in = query if key_value is None else key_value
         b, lq, e = query.shape
         lk = kv_in.shape[1]
@@ -146,8 +187,9 @@ class MultiheadAttention(nn.Module):
             new, lse_new = attention(q, k, v, causal=self.causal, return_lse=True)
             out = _merge(past, lse_past, new, lse_new)
         if update:
-            cache.k = k if cache.k is None else torch.cat([cache.k, k], 2)
-            cache.v = v if cache.v is None else torch.cat([cache.v, v], 2)
+            cache.append(k, v)
+        else:
+            cache.pending = (k, v)
         return out
 
 

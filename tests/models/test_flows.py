@@ -71,15 +71,37 @@ def test_tarflow_inverts_and_gs_jacobi_converges(torch_seed):
     assert z.shape == (6, 16, 4)
     exact, none = model.decode(z)
     assert none == [] and torch.equal(exact.long(), x)
-    for groups in (1, 3, [1, 15]):
-        approx, stats = model.decode(z, method="gs_jacobi", groups=groups, tol=1e-9)
+    for groups, init in ((1, "z"), (3, "zeros"), ([1, 15], ["zeros", "z"]), ("auto", "z")):
+        approx, stats = model.decode(z, method="gs_jacobi", groups=groups, init=init, tol=1e-9)
         assert torch.equal(approx, exact) and len(stats) == 2
         assert all(1 <= s.iterations <= 15 for s in stats)
-    assert stats[1].iterations == 15 and stats[1].evaluations == 15 + 14  # sequential, group by group
     with pytest.raises(ValueError, match="method"):
         model.decode(z, method="newton")
     with pytest.raises(ValueError, match="one count per block"):
         model.decode(z, method="gs_jacobi", groups=[1, 2, 3])
+    with pytest.raises(ValueError, match="init"):
+        model.decode(z, method="gs_jacobi", groups=1, init=["z"])
+
+
+def test_tarflow_auto_plan(torch_seed):
+    """The auto plan: measured crm per block, kept per (tol, batch); a block whose
+    Jacobi iteration is no faster than sequential decodes sequentially; a large batch
+    on the CPU weighs the positions Jacobi re-evaluates; loading weights drops it."""
+    model = TarFlow(TarFlowConfig(**TINY_TARFLOW)).double()
+    blocks = model._blocks()
+    with torch.no_grad():
+        blocks[0].out.weight.normal_(0, 0.01)  # easy: near the identity
+        blocks[1].out.weight.normal_(0, 1.0)  # hard: Jacobi settles a position a sweep
+    plans = model.plan_gs_jacobi(1e-6)
+    assert [p.groups for p in plans] == [1, 15]
+    assert plans[0].crm < 0.5 and plans[1].crm == 1.0 and all(p.init in ("z", "zeros") for p in plans)
+    assert model.plan_gs_jacobi(1e-6, batch=4096)[0].groups > 1
+    z = torch.randn(2, 16, 4, dtype=torch.float64)
+    auto, stats = model.decode(z, method="gs_jacobi", tol=1e-6)
+    assert (1e-6, 2) in model._plans and stats[1].iterations == stats[1].positions == 15
+    torch.testing.assert_close(auto, model.decode(z)[0], atol=1e-4, rtol=0)
+    model.load_state_dict(model.state_dict())
+    assert model._plans == {}
 
 
 @pytest.mark.parametrize("family", ["glow", "tarflow"])

@@ -195,20 +195,50 @@ def test_variational_noise_logdet(torch_seed):
     torch.testing.assert_close(logdet, torch.linalg.slogdet(jac)[1].reshape(1), atol=1e-9, rtol=1e-9)
 
 
+@pytest.mark.parametrize("init", ["z", "zeros"])
 @pytest.mark.parametrize("groups", [1, 2, 5])
-def test_gs_jacobi_matches_sequential(torch_seed, groups):
+def test_gs_jacobi_matches_sequential(torch_seed, groups, init):
     block = _perturb(TarFlowBlock(6, 3, dim=32, layers=2, heads=2, flip=True), 0.2).double()
     z = torch.randn(3, 6, 3, dtype=torch.float64)
     exact = block.inverse(z)
-    x, stats = block.inverse_gs_jacobi(z, groups=groups, tol=1e-12)
+    x, stats = block.inverse_gs_jacobi(z, groups=groups, tol=1e-12, init=init)
     torch.testing.assert_close(x, exact, atol=1e-10, rtol=1e-10)
-    # A group of n positions needs at most n sweeps (the map is triangular).
+    # The front settles at least one position a sweep: a group of n takes at most n.
     assert groups <= stats.iterations <= 5
-    assert stats.evaluations == stats.iterations + groups - 1
+    assert stats.iterations <= stats.positions <= 5 * stats.iterations
     # A loose tolerance stops no later, and lands near the exact inverse.
-    loose, few = block.inverse_gs_jacobi(z, groups=groups, tol=1e-3)
+    loose, few = block.inverse_gs_jacobi(z, groups=groups, tol=1e-3, init=init)
     assert few.iterations <= stats.iterations
     assert (loose - exact).abs().max() < 1e-2
+
+
+def test_gs_jacobi_front_skips_settled_positions(torch_seed):
+    """A block near the identity settles most positions in the first sweeps: later
+    sweeps evaluate fewer positions than the whole group, and a cap on the sweeps
+    stops early."""
+    block = _perturb(TarFlowBlock(12, 2, dim=32, layers=1, heads=2), 0.02).double()
+    z = torch.randn(2, 12, 2, dtype=torch.float64)
+    x, stats = block.inverse_gs_jacobi(z, tol=1e-8)
+    torch.testing.assert_close(x, block.inverse(z), atol=1e-7, rtol=0)
+    assert stats.iterations < 11 and stats.positions < 11 * stats.iterations
+    capped, one = block.inverse_gs_jacobi(z, tol=0.0, max_iterations=1)
+    assert one.iterations == 1 and one.positions == 11
+    sequential, seq = block.inverse_gs_jacobi(z, groups=11)
+    assert torch.equal(sequential, block.inverse(z)) and seq.iterations == seq.positions == 11
+
+
+def test_kv_cache_preallocated_matches_concatenation(torch_seed):
+    from pygen.nn.attention import KVCache
+
+    k, v = torch.randn(2, 2, 2, 5, 16).unbind(0)
+    grown, fixed = KVCache(), KVCache(capacity=3)
+    for cache in (grown, fixed):
+        cache.append(k[:, :, :2], v[:, :, :2])
+        cache.pending = (k[:, :, 2:], v[:, :, 2:])
+        cache.commit(3)  # past the capacity: the buffer grows
+    assert torch.equal(grown.k, k) and torch.equal(fixed.v, v) and len(fixed) == 5
+    with pytest.raises(ValueError, match="commit"):
+        fixed.commit(4)
 
 
 def test_ops_affine_coupling():
@@ -277,5 +307,7 @@ def test_bad_layer_inputs():
         TarFlowBlock(5, 3, dim=32, heads=2)(torch.randn(2, 4, 3))
     with pytest.raises(ValueError, match="groups"):
         TarFlowBlock(5, 3, dim=32, heads=2).inverse_gs_jacobi(torch.randn(2, 5, 3), groups=5)
+    with pytest.raises(ValueError, match="init"):
+        TarFlowBlock(5, 3, dim=32, heads=2).inverse_gs_jacobi(torch.randn(2, 5, 3), init="noise")
     with pytest.raises(ValueError, match="alpha"):
         LogitTransform(0.5)
