@@ -6,6 +6,18 @@ logistic-mixture CDF in log space (forward), and its inverse against Flow++'s ow
 bisection (the PyTorch port's ``mixture_inv_cdf``: 100 halvings of the bracket
 ``means -+ 20 * sum(scales)`` at most, stopping when no element moves by more than 1e-10).
 
+TarFlow sampling: the blocks of a digits TarFlow inverted by GS-Jacobi (pygen's plan:
+groups and initialization per block from ``groups="auto"``) against the exact sequential
+inverse with a KV cache, at the same output error: the tolerance is set so that the
+largest difference to the sequential result stays below 1e-4 (fp32), and each row
+records it with the sweeps per block and the work in sequential-inverse units. The
+model is a fixed-seed initialization whose zero-initialized output heads and position
+embeddings are drawn at the scales of a trained digits TarFlow (output weights std
+0.04, biases 0.03, positions 0.17): its blocks need as many Jacobi sweeps as the trained
+one's or more (16 tokens: 11-14 of 15 against the trained 8/9/11/15), so the rows do
+not flatter GS-Jacobi. 16 tokens is the digits model (2x2 patches); 64 tokens (1x1
+patches) the longer sequences TarFlow uses on larger images.
+
 rq_spline: forward, inverse and forward + backward against normflows'
 unconstrained_rational_quadratic_spline (tails="linear", the code of Neural Spline Flows)
 when normflows is installed, else against pygen's eager reference of the same formulas.
@@ -16,6 +28,7 @@ import torch.nn.functional as F
 
 import pygen
 from pygen.bench import Case
+from pygen.models.tarflow import TarFlow, TarFlowConfig
 from pygen.ops import reference
 
 try:
@@ -187,5 +200,73 @@ def _spline_cases(device, quick):
     return out
 
 
+TARFLOW_TOL = 1e-5  # per block: the four blocks' output stays within 1e-4 of sequential
+
+
+def trained_like_tarflow(patch: int, device: str) -> TarFlow:
+    """A digits TarFlow, fixed seed, its output heads and positions at trained scales."""
+    torch.manual_seed(0)
+    model = TarFlow(TarFlowConfig(patch=patch)).to(device).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for block in model.flow_blocks():
+            for p, std in ((block.out.weight, 0.04), (block.out.bias, 0.03), (block.pos, 0.17)):
+                p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def invert_blocks(model: TarFlow, z: torch.Tensor, plans=None):
+    """The blocks inverted last to first: sequentially, or by GS-Jacobi with ``plans``;
+    returns the tokens and each block's stats (first block first)."""
+    stats = []
+    for i, block in reversed(list(enumerate(model.flow_blocks()))):
+        if plans is None:
+            z = block.inverse(z)
+        else:
+            z, s = block.inverse_gs_jacobi(z, groups=plans[i].groups, tol=TARFLOW_TOL, init=plans[i].init)
+            stats.insert(0, s)
+    return z, stats
+
+
+def _tarflow_cases(device, quick):
+    out = []
+    shapes = [(1, 1), (2, 64)] if quick else [(2, 1), (2, 64), (1, 1), (1, 64)]
+    for patch, batch in shapes:
+        model = trained_like_tarflow(patch, device)
+        g = torch.Generator().manual_seed(2)
+        z = torch.randn((batch, *model.flow.event_shape), generator=g).to(device)
+        plans = model.plan_gs_jacobi(TARFLOW_TOL, batch=batch)
+        exact, _ = invert_blocks(model, z)
+        approx, stats = invert_blocks(model, z, plans)
+        steps = model.flow_blocks()[0].tokens - 1
+        out.append(
+            Case(
+                name=f"tarflow sample L={steps + 1} B={batch} gs-jacobi",
+                fn=lambda m=model, z=z, p=plans: invert_blocks(m, z, p),
+                baseline="sequential (KV cache)",
+                baseline_fn=lambda m=model, z=z: invert_blocks(m, z),
+                params={
+                    "tokens": steps + 1,
+                    "batch": batch,
+                    "tol": TARFLOW_TOL,
+                    "max_abs_err": (approx - exact).abs().max().item(),
+                    "groups": [p.groups for p in plans],
+                    "init": [p.init for p in plans],
+                    "crm": [round(p.crm, 3) for p in plans],
+                    "sweeps": [s.iterations for s in stats],
+                    "calls_vs_sequential": sum(s.iterations for s in stats) / (len(stats) * steps),
+                    "nfe_equivalents": sum(s.positions for s in stats) / steps,
+                    "device": device,
+                },
+            )
+        )
+    return out
+
+
 def cases(device: str, quick: bool = False) -> list[Case]:
-    return _affine_cases(device, quick) + _mix_cases(device, quick) + _spline_cases(device, quick)
+    return (
+        _affine_cases(device, quick)
+        + _mix_cases(device, quick)
+        + _spline_cases(device, quick)
+        + _tarflow_cases(device, quick)
+    )

@@ -67,7 +67,8 @@ class TarFlow(DigitsFlow):
         self._plans: dict[tuple[float, int], list[BlockPlan]] = {}  # (tol, batch) -> plan
         self.register_load_state_dict_post_hook(lambda module, keys: module._plans.clear())
 
-    def _blocks(self) -> list[TarFlowBlock]:
+    def flow_blocks(self) -> list[TarFlowBlock]:
+        """The :class:`TarFlowBlock` layers, first (nearest the data) first."""
         return [layer for layer in self.flow.layers if isinstance(layer, TarFlowBlock)]
 
     @torch.no_grad()
@@ -81,7 +82,7 @@ class TarFlow(DigitsFlow):
         sequential inverse. Loading a state dict drops the kept plans."""
         param = next(self.parameters())
         z = torch.randn((probe, *self.flow.event_shape), generator=torch.Generator().manual_seed(seed))
-        plans = plan_gs_jacobi(self._blocks(), z.to(param.device, param.dtype), tol=tol, batch=batch)
+        plans = plan_gs_jacobi(self.flow_blocks(), z.to(param.device, param.dtype), tol=tol, batch=batch)
         self._plans[(float(tol), batch)] = plans
         return plans
 
@@ -107,7 +108,7 @@ class TarFlow(DigitsFlow):
         first)."""
         if method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        blocks = self._blocks()
+        blocks = self.flow_blocks()
         if method == "sequential":
             return self.flow.inverse(z), []
         if groups == "auto":

@@ -88,7 +88,7 @@ def test_tarflow_auto_plan(torch_seed):
     Jacobi iteration is no faster than sequential decodes sequentially; a large batch
     on the CPU weighs the positions Jacobi re-evaluates; loading weights drops it."""
     model = TarFlow(TarFlowConfig(**TINY_TARFLOW)).double()
-    blocks = model._blocks()
+    blocks = model.flow_blocks()
     with torch.no_grad():
         blocks[0].out.weight.normal_(0, 0.01)  # easy: near the identity
         blocks[1].out.weight.normal_(0, 1.0)  # hard: Jacobi settles a position a sweep

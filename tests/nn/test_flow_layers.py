@@ -97,6 +97,40 @@ def test_round_trip(torch_seed, name, dtype, tol):
     torch.testing.assert_close(back, x, atol=tol, rtol=tol)
 
 
+@pytest.mark.parametrize(
+    "name", ["affine-exp", "spline", "mixlogistic", "conv1x1", "logit", "tarflow-block", "flow"]
+)
+def test_logdet_dtype_bfloat16(torch_seed, name):
+    """The one log-det dtype rule: 16-bit inputs sum their log-dets in float32."""
+    layer, x = _make(name, torch.bfloat16)
+    with torch.no_grad():
+        z, logdet = layer(x)
+    assert z.dtype == torch.bfloat16 and logdet.dtype == torch.float32
+    with torch.no_grad():
+        _, exact = layer.float()(x.float())
+    torch.testing.assert_close(logdet, exact, atol=0.2, rtol=0.05)
+
+
+def test_variational_dequantization_logdet_dtype(torch_seed):
+    layer = _perturb(VariationalDequantization(17, 1, hidden=8)).to(torch.bfloat16)
+    y, logdet = layer(torch.randint(0, 17, (2, 1, 3, 3)).to(torch.bfloat16))
+    assert y.dtype == torch.bfloat16 and logdet.dtype == torch.float32
+
+
+def test_debug_checks_switch():
+    from pygen.nn.flows import base, set_debug_checks
+
+    x = torch.zeros(2, 3)
+    assert base.checks_input(x)  # the CPU checks without a synchronization
+    assert not base.checks_input(torch.zeros(2, 3, device="meta"))
+    set_debug_checks(True)
+    try:
+        assert base.checks_input(torch.zeros(2, 3, device="meta"))
+    finally:
+        set_debug_checks(False)
+    assert torch.compile(lambda t: t + base.checks_input(t), backend="eager")(x).eq(0).all()
+
+
 @pytest.mark.parametrize("name", list(LAYERS))
 def test_logdet_matches_jacobian(torch_seed, name):
     layer, x = _make(name, torch.float64)

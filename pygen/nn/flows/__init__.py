@@ -4,7 +4,7 @@ Every layer maps ``forward(x) -> (y, logdet [B])`` and ``inverse(y) -> x``.
 """
 
 from pygen.nn.flows.autoregressive import JacobiStats, TarFlowBlock
-from pygen.nn.flows.base import Flow, standard_normal_log_prob
+from pygen.nn.flows.base import Flow, set_debug_checks, standard_normal_log_prob
 from pygen.nn.flows.couplings import AffineCoupling, MixLogisticCoupling, SplineCoupling
 from pygen.nn.flows.dequantization import LogitTransform, UniformDequantization, VariationalDequantization
 from pygen.nn.flows.invertible import ActNorm, Invertible1x1Conv
@@ -26,5 +26,6 @@ __all__ = [
     "UniformDequantization",
     "Unsqueeze",
     "VariationalDequantization",
+    "set_debug_checks",
     "standard_normal_log_prob",
 ]

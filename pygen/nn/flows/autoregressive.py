@@ -21,10 +21,10 @@ from pygen.ops.flows import affine_coupling
 INITS = ("z", "zeros")
 # Positions x batch rows whose evaluation costs about what one transformer call costs
 # regardless of its size (dispatch, small kernels), per device type: the exchange rate
-# of GS-Jacobi's cost model. CPU: measured on pygen.models.tarflow's blocks (width 64,
-# 2 layers, one thread); CUDA: an estimate (a call's launch overhead is worth a large
-# batch there), not yet measured.
-CALL_POSITIONS = {"cpu": 64, "cuda": 16384}
+# of GS-Jacobi's cost model. CPU: fitted to pygen.models.tarflow's blocks (width 64, 2
+# layers, one thread; 64 tokens: Jacobi 2.5x slower than sequential at batch 64, 5-7x
+# faster at batch 1); CUDA: an estimate (a launch is worth a large batch), unmeasured.
+CALL_POSITIONS = {"cpu": 192, "cuda": 16384}
 
 
 @dataclass

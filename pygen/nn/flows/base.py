@@ -1,23 +1,54 @@
 """The flow container and the conditioner networks the coupling layers share.
 
 Every flow layer is an ``nn.Module`` with ``forward(x) -> (y, logdet)`` (``logdet``
-``[B]``, float32, float64 for float64 inputs: the log |det dy/dx| per sample) and
-``inverse(y) -> x``. :class:`Flow` chains them and is a layer itself, so flows nest
+``[B]``: the log |det dy/dx| per sample) and ``inverse(y) -> x``. One dtype rule for
+every layer's ``logdet``: the accumulation dtype of ``x`` (:func:`logdet_dtype`:
+float32, float64 for float64 inputs), per-element terms cast to it before they are
+summed, so 16-bit inputs still sum their log-dets in float32. Layers that compute a
+term in float64 (the LU 1x1 convolution's ``sum(log_s)``) cast the result to it.
+
+Input checks that read a device value back to the host (a value range, parameters'
+finiteness) run where that costs no synchronization, on the CPU, and on other devices
+only with :func:`set_debug_checks` (or ``PYGEN_DEBUG_CHECKS=1``); never while
+``torch.compile`` traces. :class:`Flow` chains them and is a layer itself, so flows nest
 (multiscale architectures put whole flows inside a split).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
+_debug_checks = os.environ.get("PYGEN_DEBUG_CHECKS", "0") == "1"
+
+
+def set_debug_checks(enabled: bool) -> None:
+    """Runs the flow layers' synchronizing input checks on every device (see the
+    module docstring), not only on the CPU."""
+    global _debug_checks
+    _debug_checks = bool(enabled)
+
+
+def checks_input(x: torch.Tensor) -> bool:
+    """Whether a check of ``x`` that reads a value back to the host runs: on the CPU
+    (no synchronization), elsewhere only with debug checks; never under torch.compile."""
+    if torch.compiler.is_compiling():
+        return False
+    return x.device.type == "cpu" or _debug_checks
+
+
+def logdet_dtype(x: torch.Tensor) -> torch.dtype:
+    """The log-det dtype of input ``x``: float64 for float64, else float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
 
 def logdet_zeros(x: torch.Tensor) -> torch.Tensor:
     """A ``[B]`` zero log-det in the accumulation dtype of ``x``."""
-    return x.new_zeros(x.shape[0], dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    return x.new_zeros(x.shape[0], dtype=logdet_dtype(x))
 
 
 def conditioner(in_channels: int, out_channels: int, hidden: int, conv: bool) -> nn.Sequential:

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from pygen.nn.flows.base import conditioner
+from pygen.nn.flows.base import checks_input, conditioner, logdet_dtype
 from pygen.ops.flows import affine_coupling, mix_logistic_cdf, rq_spline
 
 
@@ -123,9 +123,15 @@ class SplineCoupling(_Coupling):
         k = self.bins
         w, h, d = params[..., :k], params[..., k : 2 * k], params[..., 2 * k :]
         y, logabsdet = rq_spline(
-            x, w.contiguous(), h.contiguous(), d.contiguous(), inverse=inverse, tail_bound=self.tail_bound
+            x,
+            w.contiguous(),
+            h.contiguous(),
+            d.contiguous(),
+            inverse=inverse,
+            tail_bound=self.tail_bound,
+            validate=checks_input(x),
         )
-        return y, logabsdet.flatten(1).sum(1)
+        return y, logabsdet.to(logdet_dtype(x)).flatten(1).sum(1)
 
 
 class MixLogisticCoupling(_Coupling):
@@ -163,4 +169,4 @@ class MixLogisticCoupling(_Coupling):
         else:
             u, ld_mix = mix_logistic_cdf(x, logits, means, log_scales)
             y, ld_affine = affine_coupling(u, shift, raw, clamp=self.clamp)
-        return y, ld_affine + ld_mix.flatten(1).sum(1).to(ld_affine.dtype)
+        return y, ld_affine + ld_mix.to(logdet_dtype(x)).flatten(1).sum(1)

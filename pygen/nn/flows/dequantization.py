@@ -15,7 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pygen.nn.flows.base import conditioner, logdet_zeros, standard_normal_log_prob
+from pygen.nn.flows.base import (
+    checks_input,
+    conditioner,
+    logdet_dtype,
+    logdet_zeros,
+    standard_normal_log_prob,
+)
 from pygen.ops.flows import affine_coupling, rq_spline
 
 
@@ -29,7 +35,8 @@ class _Dequantization(nn.Module):
     def _levels(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() < 2:
             raise ValueError(f"x must be [B, ...] integer levels, got shape {tuple(x.shape)}")
-        if bool(((x < 0) | (x > self.levels - 1) | (x != torch.floor(x))).any()):
+        # The range check reads a value back: on the CPU only, unless debug checks are on.
+        if checks_input(x) and bool(((x < 0) | (x > self.levels - 1) | (x != torch.floor(x))).any()):
             raise ValueError(f"x must hold integer levels in [0, {self.levels - 1}]")
         return x if x.is_floating_point() else x.float()
 
@@ -71,11 +78,12 @@ class VariationalDequantization(_Dequantization):
         p = p.view(p.shape[0], self.channels, self.params, *p.shape[2:]).movedim(2, -1)
         k = self.bins
         w, h, d = (t.contiguous() for t in (p[..., :k], p[..., k : 2 * k], p[..., 2 * k : 3 * k - 1]))
-        v, ld_spline = rq_spline(eps, w, h, d)
+        v, ld_spline = rq_spline(eps, w, h, d, validate=checks_input(eps))
         v, ld_affine = affine_coupling(v, p[..., -2].contiguous(), p[..., -1].contiguous(), clamp=3.0)
         # d sigmoid(v) / dv = sigmoid(v) sigmoid(-v)
         ld_sigmoid = F.logsigmoid(v) + F.logsigmoid(-v)
-        return torch.sigmoid(v), ld_affine + (ld_spline + ld_sigmoid).flatten(1).sum(1)
+        ld = (ld_spline + ld_sigmoid).to(logdet_dtype(v)).flatten(1).sum(1)
+        return torch.sigmoid(v), ld_affine + ld
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x [B, C, ...]`` levels -> ``(y, -D log(levels) - log q(u | x) [B])``."""
@@ -105,7 +113,7 @@ class LogitTransform(nn.Module):
         s = self.alpha + (1 - 2 * self.alpha) * y
         z = torch.log(s) - torch.log1p(-s)
         ld = math.log(1 - 2 * self.alpha) - torch.log(s) - torch.log1p(-s)
-        return z, ld.flatten(1).sum(1).to(logdet_zeros(y).dtype)
+        return z, ld.to(logdet_dtype(y)).flatten(1).sum(1)
 
     def inverse(self, z: torch.Tensor) -> torch.Tensor:
         """``z`` -> ``y``."""
