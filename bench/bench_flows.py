@@ -9,6 +9,10 @@ bisection (the PyTorch port's ``mixture_inv_cdf``: 100 halvings of the bracket
 rq_spline: forward, inverse and forward + backward against normflows'
 unconstrained_rational_quadratic_spline (tails="linear", the code of Neural Spline Flows)
 when normflows is installed, else against pygen's eager reference of the same formulas.
+
+Coupling layers (pygen.nn AffineCoupling, SplineCoupling K=8), forward + backward, 1k to 1M
+elements, against normflows' layers around the same conditioner module (rows named
+"transform": the conditioner's output given; "layer": with a small conv conditioner).
 """
 
 import warnings
