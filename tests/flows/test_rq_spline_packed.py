@@ -11,12 +11,18 @@ from tests.helpers import opcheck
 
 def _packed(lead, K, dtype, device, layout, seed):
     """Parameters [*lead, 3K - 1]: contiguous, a conv output [B, C, 3K - 1, H, W] with the
-    parameter dim moved last (strided last dim), or a slice of a wider row (row stride)."""
+    parameter dim moved last (copied to rows once), the same with the parameter dim first,
+    a slice of a wider row (row stride, read in place), or rows under transposed leading
+    dims."""
     g = torch.Generator().manual_seed(seed)
     P = 3 * K - 1
     if layout == "conv":
         b, c, *hw = lead
         raw = torch.randn(b, c, P, *hw, generator=g, dtype=torch.float64).movedim(2, -1)
+    elif layout == "moved0":
+        raw = torch.randn(P, *lead, generator=g, dtype=torch.float64).movedim(0, -1)
+    elif layout == "transposed":
+        raw = torch.randn(lead[1], lead[0], *lead[2:], P, generator=g, dtype=torch.float64).transpose(0, 1)
     elif layout == "wide":
         raw = torch.randn(*lead, P + 2, generator=g, dtype=torch.float64)[..., :P]
     else:
@@ -45,6 +51,8 @@ def _separate(x, p, inverse):
         ((5, 9), 8, "wide"),
         ((3, 2, 5, 3), 4, "conv"),
         ((2, 3, 4, 4), 8, "conv"),
+        ((4, 5), 3, "moved0"),
+        ((4, 5, 2), 3, "transposed"),
     ],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
