@@ -21,7 +21,14 @@ patches) the longer sequences TarFlow uses on larger images.
 rq_spline: forward, inverse and forward + backward against normflows'
 unconstrained_rational_quadratic_spline (tails="linear", the code of Neural Spline Flows)
 when normflows is installed, else against pygen's eager reference of the same formulas.
+
+Coupling layers (pygen.nn AffineCoupling, SplineCoupling K=8), forward + backward, 1k to 1M
+elements, against normflows' layers around the same conditioner module (rows named
+"transform": the conditioner's output given, 1k to 1M; "layer": with a small conv
+conditioner, 1k to 256k).
 """
+
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +36,7 @@ import torch.nn.functional as F
 import pygen
 from pygen.bench import Case
 from pygen.models.tarflow import TarFlow, TarFlowConfig
+from pygen.nn import AffineCoupling, SplineCoupling
 from pygen.ops import reference
 
 try:
@@ -260,6 +268,102 @@ def _tarflow_cases(device, quick):
                 },
             )
         )
+
+
+# Coupling layers, forward + backward of loss = z.sum() + logdet.sum() into the input and
+# the conditioner's parameters, against normflows' layers around the same conditioner
+# module (normflows' AffineCouplingBlock; for the spline its PiecewiseRationalQuadraticCoupling,
+# nflows' layer). "transform" rows give both layers the conditioner's output as a leaf
+# tensor (the split, transform, log-det, merge and their backward: what the kernels
+# replace); "layer" rows run the whole layer with a small conditioner in front.
+LAYER_SIZES = {"1k": (4, 4, 8, 8), "16k": (16, 4, 16, 16), "256k": (64, 4, 32, 32), "1M": (256, 4, 32, 32)}
+LAYER_BINS = 8
+# nflows' layer warns on every call when its conditioner has no hidden_features attribute
+# to scale the softmax inputs by; here the conditioner is pygen's, which does not need it.
+warnings.filterwarnings("ignore", message="Inputs to the softmax are not scaled down")
+
+
+class _Given(torch.nn.Module):
+    """A conditioner that returns a fixed output (a leaf the backward reaches)."""
+
+    def __init__(self, out: torch.Tensor):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x, context=None):
+        return self.out
+
+
+class _Context(torch.nn.Module):
+    """nflows' conditioners take (x, context)."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, context=None):
+        return self.net(x)
+
+
+def _layer_pair(kind, shape, device):
+    """A pygen coupling layer and normflows' layer around the same conditioner."""
+    import normflows
+
+    channels = shape[1]
+    passive = channels // 2
+    if kind == "affine":
+        ours = AffineCoupling(channels, 8, scale_fn="exp", clamp=None).to(device)
+        return ours, normflows.flows.AffineCouplingBlock(ours.net, scale_map="exp").to(device)
+    ours = SplineCoupling(channels, 8, bins=LAYER_BINS, tail_bound=TAIL_BOUND).to(device)
+    mask = torch.tensor([0] * passive + [1] * (channels - passive))
+    theirs = normflows.flows.neural_spline.coupling.PiecewiseRationalQuadraticCoupling(
+        mask, lambda i, o: _Context(ours.net), num_bins=LAYER_BINS, tails="linear", tail_bound=TAIL_BOUND
+    )
+    return ours, theirs.to(device)
+
+
+def _layer_fwd_bwd(layer, x, leaves):
+    z, logdet = layer(x)
+    return torch.autograd.grad(z.sum() + logdet.sum(), [x, *leaves])
+
+
+def _layer_cases(device, quick):
+    try:
+        import normflows  # noqa: F401
+    except ImportError:
+        return []
+    sizes = ("1k", "16k") if quick else tuple(LAYER_SIZES)
+    out = []
+    for kind in ("affine", "spline"):
+        for size in sizes:
+            shape = LAYER_SIZES[size]
+            g = torch.Generator().manual_seed(0)
+            x = (torch.randn(shape, generator=g) * 2).to(device).requires_grad_()
+            # At 1M the whole layer's time is the conditioner's, and its rows would take
+            # half of the family's two minutes.
+            for what in ("transform", "layer") if size != "1M" else ("transform",):
+                ours, theirs = _layer_pair(kind, shape, device)
+                if what == "transform":
+                    # The conditioner's output, away from the identity it starts as.
+                    h = ours.net(x[:, : shape[1] // 2]).detach()
+                    h = (h + 0.5 * torch.randn(h.shape, generator=g).to(device)).requires_grad_()
+                    ours.net = theirs_net = _Given(h)
+                    if kind == "affine":
+                        theirs.flows[1].param_map = theirs_net
+                    else:
+                        theirs.transform_net = theirs_net
+                    leaves = [h]
+                else:
+                    leaves = list(ours.net.parameters())
+                out.append(
+                    Case(
+                        name=f"{kind} {what} fwd+bwd {size} ({'x'.join(map(str, shape))})",
+                        fn=lambda m=ours, x=x, p=leaves: _layer_fwd_bwd(m, x, p),
+                        baseline="normflows",
+                        baseline_fn=lambda m=theirs, x=x, p=leaves: _layer_fwd_bwd(m, x, p),
+                        params={"shape": list(shape), "layer": kind, "what": what, "device": device},
+                    )
+                )
     return out
 
 
@@ -269,4 +373,5 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         + _mix_cases(device, quick)
         + _spline_cases(device, quick)
         + _tarflow_cases(device, quick)
+        + _layer_cases(device, quick)
     )

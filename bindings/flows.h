@@ -49,4 +49,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_im
     const at::Tensor& x, const at::Tensor& widths, const at::Tensor& heights, const at::Tensor& derivatives,
     bool inverse, double tail_bound, const std::function<void(const RqSplineBackwardParams&)>& launch);
 
+// rq_spline with the parameters packed in one tensor [*x.shape, 3K - 1] (widths, heights,
+// derivatives along the last dim, as a coupling's network outputs them); the backward
+// returns the gradient of the packed tensor.
+std::tuple<at::Tensor, at::Tensor> rq_spline_packed_impl(
+    const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound, bool validate,
+    const std::function<void(const RqSplineParams&)>& launch);
+
+std::tuple<at::Tensor, at::Tensor> rq_spline_packed_backward_impl(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logabsdet,
+    const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound,
+    const std::function<void(const RqSplineBackwardParams&)>& launch);
+
 }  // namespace pygen

@@ -12,6 +12,7 @@ namespace py = pybind11;
 
 namespace pygen {
 void bind_random(py::module_& m);
+void bind_flows(py::module_& m);
 }  // namespace pygen
 
 namespace {
@@ -43,4 +44,5 @@ PYBIND11_MODULE(_C, m) {
   pygen::set_parallel_backend(&at_parallel_backend);
   m.def("build_info", &build_info, "How this extension was built and which CPU path it runs.");
   pygen::bind_random(m);
+  pygen::bind_flows(m);
 }

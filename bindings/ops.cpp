@@ -79,4 +79,11 @@ TORCH_LIBRARY(pygen, m) {
       "rq_spline_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor widths, Tensor heights, "
       "Tensor derivatives, bool inverse, float tail_bound) -> (Tensor grad_x, Tensor grad_widths, "
       "Tensor grad_heights, Tensor grad_derivatives)");
+  // the same with widths, heights and derivatives packed in one tensor [..., 3K - 1]
+  m.def(
+      "rq_spline_packed(Tensor x, Tensor params, bool inverse, float tail_bound, bool validate) "
+      "-> (Tensor y, Tensor logabsdet)");
+  m.def(
+      "rq_spline_packed_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor params, "
+      "bool inverse, float tail_bound) -> (Tensor grad_x, Tensor grad_params)");
 }

@@ -102,28 +102,92 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_impl(const at::Tensor& x, const at:
   return {y, logabsdet};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_impl(
-    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logabsdet,
-    const at::Tensor& x, const at::Tensor& widths, const at::Tensor& heights, const at::Tensor& derivatives,
-    bool inverse, double tail_bound, const std::function<void(const RqSplineBackwardParams&)>& launch) {
-  const RqSplineCall c = rq_spline_call(x, widths, heights, derivatives, inverse, tail_bound);
+namespace {
+
+// The backward into gradient rows grad_w, grad_h [n, K] and grad_d [n, K - 1] (views with
+// a contiguous last dim); returns grad_x.
+at::Tensor rq_spline_backward_into(const RqSplineCall& c, const std::optional<at::Tensor>& grad_y,
+                                   const std::optional<at::Tensor>& grad_logabsdet, const at::Tensor& x,
+                                   const at::Tensor& grad_w, const at::Tensor& grad_h,
+                                   const at::Tensor& grad_d,
+                                   const std::function<void(const RqSplineBackwardParams&)>& launch) {
   const at::Tensor gy = like_x(grad_y, x, "grad_y");
   const at::Tensor gl = like_x(grad_logabsdet, x, "grad_logabsdet");
   at::Tensor grad_x = at::empty(x.sizes(), x.options());
-  at::Tensor grad_widths = at::empty(widths.sizes(), x.options());
-  at::Tensor grad_heights = at::empty(heights.sizes(), x.options());
-  at::Tensor grad_derivatives = at::empty(derivatives.sizes(), x.options());
-  if (c.in.n == 0) return {grad_x, grad_widths, grad_heights, grad_derivatives};
+  if (c.in.n == 0) return grad_x;
   RqSplineBackwardParams p{};
   p.in = c.in;
   p.grad_y = grad_y ? gy.data_ptr() : nullptr;
   p.grad_logabsdet = grad_logabsdet ? gl.data_ptr() : nullptr;
   p.grad_x = grad_x.data_ptr();
-  p.grad_widths = grad_widths.data_ptr();
-  p.grad_heights = grad_heights.data_ptr();
-  p.grad_derivatives = grad_derivatives.data_ptr();
+  p.grad_widths = grad_w.data_ptr();
+  p.grad_heights = grad_h.data_ptr();
+  p.grad_derivatives = grad_d.data_ptr();
+  p.grad_widths_stride = grad_w.stride(0);
+  p.grad_heights_stride = grad_h.stride(0);
+  p.grad_derivatives_stride = grad_d.stride(0);
   launch(p);
+  return grad_x;
+}
+
+// The bins K of packed parameters [*x.shape, 3K - 1], checked.
+int64_t packed_bins(const at::Tensor& params, const at::Tensor& x) {
+  TORCH_CHECK_TYPE(params.scalar_type() == x.scalar_type(), "params must have x's dtype ", x.scalar_type(),
+                   ", got ", params.scalar_type());
+  TORCH_CHECK(params.device() == x.device(), "params must be on x's device ", x.device(), ", got ",
+              params.device());
+  TORCH_CHECK_VALUE(params.dim() == x.dim() + 1 && params.sizes().slice(0, x.dim()) == x.sizes() &&
+                        params.size(-1) >= 2 && (params.size(-1) + 1) % 3 == 0,
+                    "params must have shape [*x.shape, 3K - 1] (widths, heights, derivatives) = ", x.sizes(),
+                    " + [3K - 1], got ", params.sizes());
+  return (params.size(-1) + 1) / 3;
+}
+
+// One copy of the whole rows when the last dim is strided (a conv output moved last),
+// rather than one per slice.
+at::Tensor packed_rows(const at::Tensor& params) {
+  return params.stride(-1) == 1 ? params : params.contiguous();
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_impl(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logabsdet,
+    const at::Tensor& x, const at::Tensor& widths, const at::Tensor& heights, const at::Tensor& derivatives,
+    bool inverse, double tail_bound, const std::function<void(const RqSplineBackwardParams&)>& launch) {
+  const RqSplineCall c = rq_spline_call(x, widths, heights, derivatives, inverse, tail_bound);
+  at::Tensor grad_widths = at::empty(widths.sizes(), x.options());
+  at::Tensor grad_heights = at::empty(heights.sizes(), x.options());
+  at::Tensor grad_derivatives = at::empty(derivatives.sizes(), x.options());
+  const int64_t n = c.in.n, k = c.in.bins;
+  at::Tensor grad_x =
+      rq_spline_backward_into(c, grad_y, grad_logabsdet, x, grad_widths.view({n, k}),
+                              grad_heights.view({n, k}), grad_derivatives.view({n, k - 1}), launch);
   return {grad_x, grad_widths, grad_heights, grad_derivatives};
+}
+
+std::tuple<at::Tensor, at::Tensor> rq_spline_packed_impl(
+    const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound, bool validate,
+    const std::function<void(const RqSplineParams&)>& launch) {
+  const int64_t k = packed_bins(params, x);
+  const at::Tensor rows = packed_rows(params);
+  return rq_spline_impl(x, rows.narrow(-1, 0, k), rows.narrow(-1, k, k), rows.narrow(-1, 2 * k, k - 1),
+                        inverse, tail_bound, validate, launch);
+}
+
+std::tuple<at::Tensor, at::Tensor> rq_spline_packed_backward_impl(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logabsdet,
+    const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound,
+    const std::function<void(const RqSplineBackwardParams&)>& launch) {
+  const int64_t k = packed_bins(params, x);
+  const at::Tensor rows = packed_rows(params);
+  const RqSplineCall c = rq_spline_call(x, rows.narrow(-1, 0, k), rows.narrow(-1, k, k),
+                                        rows.narrow(-1, 2 * k, k - 1), inverse, tail_bound);
+  at::Tensor grad_params = at::empty(params.sizes(), x.options());
+  const at::Tensor g = grad_params.view({c.in.n, 3 * k - 1});
+  at::Tensor grad_x = rq_spline_backward_into(c, grad_y, grad_logabsdet, x, g.narrow(1, 0, k),
+                                              g.narrow(1, k, k), g.narrow(1, 2 * k, k - 1), launch);
+  return {grad_x, grad_params};
 }
 
 namespace {
@@ -142,11 +206,25 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_cp
                                  rq_spline_backward_cpu);
 }
 
+std::tuple<at::Tensor, at::Tensor> rq_spline_packed_cpu_op(const at::Tensor& x, const at::Tensor& params,
+                                                           bool inverse, double tail_bound, bool validate) {
+  return rq_spline_packed_impl(x, params, inverse, tail_bound, validate, rq_spline_cpu);
+}
+
+std::tuple<at::Tensor, at::Tensor> rq_spline_packed_backward_cpu_op(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logabsdet,
+    const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound) {
+  return rq_spline_packed_backward_impl(grad_y, grad_logabsdet, x, params, inverse, tail_bound,
+                                        rq_spline_backward_cpu);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pygen, CPU, m) {
   m.impl("rq_spline", rq_spline_cpu_op);
   m.impl("rq_spline_backward", rq_spline_backward_cpu_op);
+  m.impl("rq_spline_packed", rq_spline_packed_cpu_op);
+  m.impl("rq_spline_packed_backward", rq_spline_packed_backward_cpu_op);
 }
 
 }  // namespace pygen

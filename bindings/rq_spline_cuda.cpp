@@ -34,11 +34,31 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_cu
       });
 }
 
+std::tuple<at::Tensor, at::Tensor> rq_spline_packed_cuda_op(const at::Tensor& x, const at::Tensor& params,
+                                                            bool inverse, double tail_bound, bool validate) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return rq_spline_packed_impl(x, params, inverse, tail_bound, validate, [](const RqSplineParams& p) {
+    C10_CUDA_CHECK(rq_spline_cuda(p, c10::cuda::getCurrentCUDAStream()));
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> rq_spline_packed_backward_cuda_op(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logabsdet,
+    const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return rq_spline_packed_backward_impl(
+      grad_y, grad_logabsdet, x, params, inverse, tail_bound, [](const RqSplineBackwardParams& p) {
+        C10_CUDA_CHECK(rq_spline_backward_cuda(p, c10::cuda::getCurrentCUDAStream()));
+      });
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
   m.impl("rq_spline", rq_spline_cuda_op);
   m.impl("rq_spline_backward", rq_spline_backward_cuda_op);
+  m.impl("rq_spline_packed", rq_spline_packed_cuda_op);
+  m.impl("rq_spline_packed_backward", rq_spline_packed_backward_cuda_op);
 }
 
 }  // namespace pygen

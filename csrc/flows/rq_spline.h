@@ -41,9 +41,12 @@ struct RqSplineBackwardParams {
   const void* grad_y;          // [n]; null: zeros
   const void* grad_logabsdet;  // [n]; null: zeros
   void* grad_x;                // [n]
-  void* grad_widths;           // [n, bins], contiguous
-  void* grad_heights;          // [n, bins], contiguous
-  void* grad_derivatives;      // [n, bins - 1], contiguous
+  void* grad_widths;           // [n, bins]
+  void* grad_heights;          // [n, bins]
+  void* grad_derivatives;      // [n, bins - 1]
+  // Elements between the gradient rows (a contiguous last dim): bins, bins and bins - 1
+  // for separate tensors, 3 bins - 1 for the slices of one packed gradient.
+  int64_t grad_widths_stride, grad_heights_stride, grad_derivatives_stride;
 };
 
 // Element i of rq_spline: writes y[i] and logabsdet[i], and returns the RqBad bits of its
@@ -76,8 +79,9 @@ PYGEN_HD void rq_spline_backward_at(const RqSplineBackwardParams& p, int64_t i, 
       static_cast<const T*>(in.heights) + i * in.heights_stride,
       static_cast<const T*>(in.derivatives) + i * in.derivatives_stride, K, C(in.tail_bound), in.inverse,
       to_acc(static_cast<const T*>(in.x)[i]), gy ? to_acc(gy[i]) : C(0), gl ? to_acc(gl[i]) : C(0),
-      static_cast<T*>(p.grad_widths) + i * K, static_cast<T*>(p.grad_heights) + i * K,
-      static_cast<T*>(p.grad_derivatives) + i * (K - 1), scratch));
+      static_cast<T*>(p.grad_widths) + i * p.grad_widths_stride,
+      static_cast<T*>(p.grad_heights) + i * p.grad_heights_stride,
+      static_cast<T*>(p.grad_derivatives) + i * p.grad_derivatives_stride, scratch));
 }
 
 void rq_spline_cpu(const RqSplineParams& p);

@@ -1,7 +1,7 @@
 """Documented wrappers of the ``torch.ops.pygen`` ops, and their pure-PyTorch references."""
 
 from pygen.ops.attention import attention
-from pygen.ops.flows import affine_coupling, mix_logistic_cdf, rq_spline
+from pygen.ops.flows import affine_coupling, mix_logistic_cdf, rq_spline, rq_spline_packed
 from pygen.ops.masked_diffusion import (
     first_hitting_time,
     unmask_ancestral,
@@ -22,6 +22,7 @@ __all__ = [
     "rand",
     "randn",
     "rq_spline",
+    "rq_spline_packed",
     "sample_categorical",
     "solver_update",
     "unmask_ancestral",

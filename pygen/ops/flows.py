@@ -1,14 +1,17 @@
 """Elementwise transforms of normalizing-flow coupling layers, with fused log-determinants.
 
 ``affine_coupling`` is the map of RealNVP / Glow affine couplings; ``rq_spline`` the
-rational-quadratic spline of Neural Spline Flows; ``mix_logistic_cdf`` Flow++'s
+rational-quadratic spline of Neural Spline Flows (``rq_spline_packed`` with its
+parameters in one tensor); ``mix_logistic_cdf`` Flow++'s
 logistic-mixture CDF transform. All run forward and inverse on CPU and
-CUDA, and are differentiable in every tensor input through registered backward kernels.
+CUDA, and are differentiable in every tensor input through registered backward kernels
+(the affine map's and the spline's autograd in C++, bindings/flows_autograd.cpp:
+a coupling layer's per-call cost at small sizes is mostly this glue).
 """
 
 import torch
 
-from pygen._build import _C  # noqa: F401  (registers the ops)
+from pygen._build import _C
 
 SCALE_FNS = ("exp", "sigmoid")
 
@@ -52,9 +55,9 @@ def affine_coupling(
     _check_tensors(x=x, shift=shift, raw_scale=raw_scale)
     if scale_fn not in SCALE_FNS:
         raise ValueError(f"scale_fn must be 'exp' or 'sigmoid', got {scale_fn!r}")
-    return torch.ops.pygen.affine_coupling(
-        x, shift, raw_scale, scale_fn, None if clamp is None else float(clamp), bool(inverse)
-    )
+    # torch.compile traces the registered op; eager calls skip torch.ops' overhead.
+    op = torch.ops.pygen.affine_coupling if torch.compiler.is_compiling() else _C.affine_coupling
+    return op(x, shift, raw_scale, scale_fn, None if clamp is None else float(clamp), bool(inverse))
 
 
 def mix_logistic_cdf(
@@ -160,9 +163,39 @@ def rq_spline(
     inputs).
     """
     _check_tensors(x=x, widths=widths, heights=heights, derivatives=derivatives)
-    return torch.ops.pygen.rq_spline(
-        x, widths, heights, derivatives, bool(inverse), float(tail_bound), bool(validate)
-    )
+    op = torch.ops.pygen.rq_spline if torch.compiler.is_compiling() else _C.rq_spline
+    return op(x, widths, heights, derivatives, bool(inverse), float(tail_bound), bool(validate))
+
+
+def rq_spline_packed(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    *,
+    inverse: bool = False,
+    tail_bound: float = 3.0,
+    validate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`rq_spline` with its parameters in one tensor, as a coupling's network
+    outputs them: ``params [*S, 3K - 1]`` is ``widths | heights | derivatives`` along the
+    last dim, so ``rq_spline_packed(x, p)`` equals
+    ``rq_spline(x, p[..., :K], p[..., K:2K], p[..., 2K:])``.
+
+    The difference is the gradient: ``params`` gets one tensor back from the backward
+    kernel, where three slices would each cost autograd a zero-filled tensor of
+    ``params``' size, a copy and a sum (more time than the spline's own backward).
+    Any strides (a conv output with its parameter dim moved last is copied once).
+
+    Args:
+        x: any shape ``S``; float32, float64, float16 or bfloat16.
+        params: ``[*S, 3K - 1]``, ``1 <= K <= 1000``; x's dtype and device.
+        inverse, tail_bound, validate: as :func:`rq_spline`.
+
+    Returns:
+        ``(y, logabsdet)``, both of x's shape and dtype.
+    """
+    _check_tensors(x=x, params=params)
+    op = torch.ops.pygen.rq_spline_packed if torch.compiler.is_compiling() else _C.rq_spline_packed
+    return op(x, params, bool(inverse), float(tail_bound), bool(validate))
 
 
 def _logdet_dtype(x: torch.Tensor) -> torch.dtype:
@@ -189,17 +222,6 @@ def _mix_logistic_cdf_backward_fake(grad_y, grad_logdet, x, logits, means, log_s
     return (torch.empty_like(x),) + tuple(torch.empty_like(logits) for _ in range(3))
 
 
-def _affine_setup_context(ctx, inputs, output):
-    x, shift, raw_scale, *ctx.config = inputs
-    ctx.save_for_backward(x, shift, raw_scale)
-
-
-def _affine_backward(ctx, grad_y, grad_logdet):
-    x, shift, raw_scale = ctx.saved_tensors
-    grads = torch.ops.pygen.affine_coupling_backward(grad_y, grad_logdet, x, shift, raw_scale, *ctx.config)
-    return (*grads, None, None, None)
-
-
 def _mix_setup_context(ctx, inputs, output):
     x, logits, means, log_scales, inverse, _tol, _max_iters = inputs
     ctx.inverse = inverse
@@ -215,9 +237,6 @@ def _mix_backward(ctx, grad_y, grad_logdet):
     return (*grads, None, None, None)
 
 
-torch.library.register_autograd(
-    "pygen::affine_coupling", _affine_backward, setup_context=_affine_setup_context
-)
 torch.library.register_autograd("pygen::mix_logistic_cdf", _mix_backward, setup_context=_mix_setup_context)
 
 
@@ -236,15 +255,11 @@ def _rq_spline_backward_fake(grad_y, grad_logabsdet, x, widths, heights, derivat
     )
 
 
-def _spline_setup_context(ctx, inputs, output):
-    x, widths, heights, derivatives, inverse, tail_bound, _ = inputs
-    ctx.save_for_backward(x, widths, heights, derivatives)
-    ctx.config = (inverse, tail_bound)
+@torch.library.register_fake("pygen::rq_spline_packed")
+def _rq_spline_packed_fake(x, params, inverse, tail_bound, validate):
+    return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
-def _spline_backward(ctx, grad_y, grad_logabsdet):
-    grads = torch.ops.pygen.rq_spline_backward(grad_y, grad_logabsdet, *ctx.saved_tensors, *ctx.config)
-    return (*grads, None, None, None)
-
-
-torch.library.register_autograd("pygen::rq_spline", _spline_backward, setup_context=_spline_setup_context)
+@torch.library.register_fake("pygen::rq_spline_packed_backward")
+def _rq_spline_packed_backward_fake(grad_y, grad_logabsdet, x, params, inverse, tail_bound):
+    return x.new_empty(x.shape), x.new_empty(params.shape)

@@ -14,13 +14,13 @@ import torch
 from torch import nn
 
 from pygen.nn.flows.base import checks_input, conditioner, logdet_dtype
-from pygen.ops.flows import affine_coupling, mix_logistic_cdf, rq_spline
+from pygen.ops.flows import affine_coupling, mix_logistic_cdf, rq_spline_packed
 
 
 class _Coupling(nn.Module):
     """The split, the conditioner and the merge; subclasses give ``params_per_element``
     and the elementwise transform ``_transform(x, params, inverse) -> (y, logdet [B])``,
-    with ``params`` ``[B, C_b, ..., P]``."""
+    with ``params`` ``[B, C_b, P, ...]`` (a view of the network's output)."""
 
     params_per_element: int
 
@@ -39,17 +39,19 @@ class _Coupling(nn.Module):
         if x.dim() != (4 if self.conv else 2) or x.shape[1] != self.channels:
             expected = "[B, C, H, W]" if self.conv else "[B, C]"
             raise ValueError(f"x must be {expected} with C = {self.channels}, got {tuple(x.shape)}")
+        # One split rather than two slices: its backward concatenates the halves' gradients,
+        # where each slice's would fill a zero tensor of x's size and the two would be summed.
         if self.parity:
-            return x[:, self.active :], x[:, : self.active]
-        return x[:, : self.passive], x[:, self.passive :]
+            active, passive = x.split([self.active, self.passive], 1)
+            return passive, active
+        return x.split([self.passive, self.active], 1)
 
     def _merge(self, passive: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
         return torch.cat([active, passive] if self.parity else [passive, active], 1)
 
     def _params(self, passive: torch.Tensor) -> torch.Tensor:
         p = self.net(passive)
-        p = p.view(p.shape[0], self.active, self.params_per_element, *p.shape[2:])
-        return p.movedim(2, -1)
+        return p.view(p.shape[0], self.active, self.params_per_element, *p.shape[2:])
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` -> ``(y, logdet [B])``."""
@@ -88,10 +90,10 @@ class AffineCoupling(_Coupling):
         self.scale_fn, self.clamp = scale_fn, clamp if scale_fn == "exp" else None
 
     def _transform(self, x, params, inverse):
-        shift, raw = params.unbind(-1)
-        return affine_coupling(
-            x, shift.contiguous(), raw.contiguous(), scale_fn=self.scale_fn, clamp=self.clamp, inverse=inverse
-        )
+        # Views: the op copies them contiguous outside autograd, and the backward of the
+        # unbind stacks the two gradients straight into the network output's layout.
+        shift, raw = params.unbind(2)
+        return affine_coupling(x, shift, raw, scale_fn=self.scale_fn, clamp=self.clamp, inverse=inverse)
 
 
 class SplineCoupling(_Coupling):
@@ -120,16 +122,8 @@ class SplineCoupling(_Coupling):
             bias[:, 2 * bins :] = math.log(math.expm1(1 - 1e-3))
 
     def _transform(self, x, params, inverse):
-        k = self.bins
-        w, h, d = params[..., :k], params[..., k : 2 * k], params[..., 2 * k :]
-        y, logabsdet = rq_spline(
-            x,
-            w.contiguous(),
-            h.contiguous(),
-            d.contiguous(),
-            inverse=inverse,
-            tail_bound=self.tail_bound,
-            validate=checks_input(x),
+        y, logabsdet = rq_spline_packed(
+            x, params.movedim(2, -1), inverse=inverse, tail_bound=self.tail_bound, validate=checks_input(x)
         )
         return y, logabsdet.to(logdet_dtype(x)).flatten(1).sum(1)
 
@@ -161,6 +155,7 @@ class MixLogisticCoupling(_Coupling):
 
     def _transform(self, x, params, inverse):
         k = self.components
+        params = params.movedim(2, -1)
         logits, means, log_scales = (params[..., i * k : (i + 1) * k].contiguous() for i in range(3))
         shift, raw = params[..., 3 * k].contiguous(), params[..., 3 * k + 1].contiguous()
         if inverse:

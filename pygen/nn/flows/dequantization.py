@@ -22,7 +22,7 @@ from pygen.nn.flows.base import (
     logdet_zeros,
     standard_normal_log_prob,
 )
-from pygen.ops.flows import affine_coupling, rq_spline
+from pygen.ops.flows import affine_coupling, rq_spline_packed
 
 
 class _Dequantization(nn.Module):
@@ -76,9 +76,7 @@ class VariationalDequantization(_Dequantization):
         ``log |det du/deps|`` ``[B]``."""
         p = self.net(x / (self.levels - 1) * 2 - 1)
         p = p.view(p.shape[0], self.channels, self.params, *p.shape[2:]).movedim(2, -1)
-        k = self.bins
-        w, h, d = (t.contiguous() for t in (p[..., :k], p[..., k : 2 * k], p[..., 2 * k : 3 * k - 1]))
-        v, ld_spline = rq_spline(eps, w, h, d, validate=checks_input(eps))
+        v, ld_spline = rq_spline_packed(eps, p[..., : 3 * self.bins - 1], validate=checks_input(eps))
         v, ld_affine = affine_coupling(v, p[..., -2].contiguous(), p[..., -1].contiguous(), clamp=3.0)
         # d sigmoid(v) / dv = sigmoid(v) sigmoid(-v)
         ld_sigmoid = F.logsigmoid(v) + F.logsigmoid(-v)
