@@ -119,7 +119,7 @@ void forward(const AttentionForwardParams& p) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t bh = task / groups, b = bh / s.heads_q, h = bh % s.heads_q;
       const int64_t bkv = b * s.heads_kv + h / t.group;
-      const int64_t i0 = task % groups * per_group, i1 = std::min(t.q_tiles, i0 + per_group);
+      const int64_t i0 = zigzag(task % groups, groups) * per_group, i1 = std::min(t.q_tiles, i0 + per_group);
       const int64_t q0 = i0 * bs, rows = std::min(i1 * bs, s.len_q) - q0;
       for (int64_t r = 0; r < rows; ++r)
         load_row(q + b * p.q_st.batch + h * p.q_st.head + t.pq.at(q0 + r) * p.q_st.row, D, A(s.scale),

@@ -58,6 +58,12 @@ inline void copy_lanes(const A* src, int64_t n, A* dst) {
   }
 }
 
+// The tile a task handles: task n of `count` takes 0, count-1, 1, count-2, ... . Under a
+// causal mask a tile's work grows (query tiles) or shrinks (key tiles) with its index, and
+// parallel_for hands each thread a contiguous run of tasks: this order gives every run
+// about the same work.
+inline int64_t zigzag(int64_t n, int64_t count) { return n % 2 ? count - 1 - n / 2 : n / 2; }
+
 // Sequence positions of tile rows and the range each tile covers, for the mask rules.
 struct Positions {
   const int64_t* perm;

@@ -1,6 +1,6 @@
 """The CPU attention kernels' schedules: forward query-tile groups with key chunks wider
 than one chunk, and the backward's two-pass schedule (taken when there are fewer
-(batch, kv head) pairs than threads), which must give the same bits as the one pass."""
+(batch, query head) pairs than threads), which must give the same bits as the one pass."""
 
 import math
 
@@ -39,12 +39,19 @@ def test_forward_groups_and_chunks(torch_seed, name):
 
 
 @pytest.mark.parametrize("name", ["dense", "fixed", "per_head"])
-def test_backward_two_passes_match_one_pass(torch_seed, threads, name):
-    layout = long_layouts(300)[name]
-    q, k, v = qkv(1, 4, 1, 300, 300, 32, grad=True)  # one (batch, kv head) pair
-    grad = torch.randn(1, 4, 300, 32)
+@pytest.mark.parametrize("heads_q,more_threads", [(1, 2), (2, 4)])
+def test_backward_two_passes_match_one_pass(torch_seed, threads, name, heads_q, more_threads):
+    # One kv head; one thread runs the one pass, more threads than query heads the two.
+    layout = (
+        sparse.from_block_mask(long_layouts(300)["per_head"].mask[:heads_q], 16)
+        if name == "per_head"
+        else None
+    )
+    layout = long_layouts(300)[name] if name == "fixed" else layout
+    q, k, v = qkv(1, heads_q, 1, 300, 300, 32, grad=True)
+    grad = torch.randn(1, heads_q, 300, 32)
     grads = []
-    for n in (1, 2):  # one thread: the one pass; two: the two passes
+    for n in (1, more_threads):
         threads(n)
         out = pygen.ops.attention(q, k, v, causal=layout is None, layout=layout)
         grads.append(torch.autograd.grad(out, (q, k, v), grad))
