@@ -60,20 +60,17 @@ def flash_sdpa(q, k, v):
         return F.scaled_dot_product_attention(q, k, v, is_causal=True)
 
 
-def layout_fns(length):
-    """The layout rows' callables by name, and the layout parameters the rows record."""
-    strided = [sparse.local(length, 128), sparse.strided(length, 128)]  # half the heads each
-    fixed = sparse.fixed(length, 256, 32, block_size=32)
-    return {
-        "strided": (
-            lambda q, k, v, layout=strided: attend(q, k, v, layout=layout),
-            {"stride": 128, "block": 64},
-        ),
-        "fixed": (
-            lambda q, k, v, layout=fixed: pygen.ops.attention(q, k, v, layout=layout),
-            {"stride": 256, "c": 32, "block": 32},
-        ),
-    }
+LAYOUTS = ("strided", "fixed")
+
+
+def layout_fn(name, length):
+    """A layout row's callable ``(q, k, v) -> out``, and the layout parameters it records."""
+    if name == "strided":
+        layouts = [sparse.local(length, 128), sparse.strided(length, 128)]  # half the heads each
+        return (lambda q, k, v: attend(q, k, v, layout=layouts)), {"stride": 128, "block": 64}
+    layout = sparse.fixed(length, 256, 32, block_size=32)
+    params = {"stride": 256, "c": 32, "block": 32}
+    return (lambda q, k, v: pygen.ops.attention(q, k, v, layout=layout)), params
 
 
 def _status_kib(field):
@@ -87,7 +84,7 @@ def _peak_child(pattern, length, backward, threads):
     """In a fresh process: MiB by which one call raises the peak resident set."""
     torch.set_num_threads(threads)
     q, k, v = inputs(length, "cpu", torch.float32, grad=backward)
-    fn = flash_sdpa if pattern == "sdpa" else layout_fns(length)[pattern][0]
+    fn = flash_sdpa if pattern == "sdpa" else layout_fn(pattern, length)[0]
     run = (lambda: forward_backward(fn, q, k, v)) if backward else (lambda: fn(q, k, v))
     resident = _status_kib("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")  # peak (VmHWM) := current resident set
@@ -153,7 +150,8 @@ def cases(device: str, quick: bool = False) -> list[Case]:
     cuda = device.startswith("cuda")
     for length in [4096, 16384] if cuda else [8192, 16384]:
         q, k, v = inputs(length, device, dtype)
-        for name, (fn, layout_params) in layout_fns(length).items():
+        for name in LAYOUTS:
+            fn, layout_params = layout_fn(name, length)
             params = {"len": length, "heads": HEADS, "head_dim": HEAD_DIM, "device": device, **layout_params}
             if not cuda:
                 params.update(peak_mib=peak_mib(name, length), baseline_peak_mib=peak_mib("sdpa", length))
