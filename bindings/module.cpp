@@ -41,7 +41,7 @@ py::dict build_info() {
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
-  pygen::set_parallel_backend(&at_parallel_backend);
+  pygen::set_parallel_backend(&at_parallel_backend, [] { return at::get_num_threads(); });
   m.def("build_info", &build_info, "How this extension was built and which CPU path it runs.");
   pygen::bind_random(m);
   pygen::bind_flows(m);
