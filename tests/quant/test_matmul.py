@@ -71,10 +71,10 @@ def test_every_m_up_to_300(torch_seed, device):
 @pytest.mark.parametrize("fmt,opts", FORMATS, ids=IDS)
 def test_bf16_every_m_every_format(torch_seed, device, fmt, opts):
     # bfloat16 x: every group size and scale dtype; on the CPU (AVX512-BF16) M > 4 runs
-    # the bfloat16 GEMM: K = 384 is a block of 256 columns and a narrower one (groups of
-    # 32 read 8 then 4 scales), odd N ends on a partial panel of 16 and tile of 4, and
+    # the bfloat16 GEMM: K = 640 is a block of 512 columns and a narrower one (groups of
+    # 32 read 16 then 4 scales), odd N ends on a partial panel of 16 and tile of 4, and
     # M covers every remainder of the 4-row tiles.
-    n, k = 45, 384
+    n, k = 45, 640
     qw = quantized(fmt, opts, n, k, device=device)
     x = torch.randn(300, k, device=device).bfloat16()
     bias = torch.randn(n, device=device).bfloat16()
