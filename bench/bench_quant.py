@@ -1,7 +1,8 @@
 """Low-bit matmul (pygen.quant.matmul, dequantization fused) against torch.matmul on the
 unquantized weight in float32 and bfloat16, at decode-time batch sizes, for float32 x
 ("ternary x int8": W1.58A8, the per-token int8 quantization of x timed with it), and
-for some formats bfloat16 x against bfloat16 (the ``(bf16 x)`` rows). Each
+for every float-activation format bfloat16 x against bfloat16 (the ``(bf16 x)`` rows, on the
+CPU also at M = 8 and 32, where the GEMM is compute bound). Each
 row's params carry the packed weight's bytes against float16 (``bytes``, ``fp16_bytes``).
 
 On CUDA: float16 x against cuBLAS float16 (torch.matmul on the unquantized weight),
@@ -22,7 +23,9 @@ FORMATS = [
     ("ternary", "ternary", {}),
     ("ternary x int8", "ternary", {}),
 ]
-BF16_X = ("int4 g128", "ternary")  # also timed with bfloat16 x, against bfloat16 only
+# Also timed with bfloat16 x, against bfloat16 only.
+BF16_X = ("int4 g128", "int4 g32 asym", "mxfp4", "ternary")
+BF16_ONLY_BATCHES = (8, 32)  # CPU: bfloat16 x only, where the GEMM is compute bound
 
 
 def _int8_matmul(x, qw):
@@ -79,7 +82,7 @@ def cases(device: str, quick: bool = False) -> list[Case]:
     if device.startswith("cuda"):
         return _cuda_cases(device, quick)
     shapes = [(1024, 1024)] if quick else [(4096, 4096), (11008, 4096)]
-    batches = [1, 16] if quick else [1, 4, 16]
+    batches = [1, 16] if quick else sorted([1, 4, 16, *BF16_ONLY_BATCHES])
     out = []
     for n, k in shapes:
         w = torch.randn(n, k, device=device)
@@ -90,7 +93,8 @@ def cases(device: str, quick: bool = False) -> list[Case]:
         packed = {label: pygen.quant.quantize(w, fmt, **opts) for label, fmt, opts in FORMATS}
         for m in batches:
             x = torch.randn(m, k, device=device)
-            runs = [(label, qw, x, baselines) for label, qw in packed.items()]
+            bf16_only = m in BF16_ONLY_BATCHES
+            runs = [] if bf16_only else [(label, qw, x, baselines) for label, qw in packed.items()]
             runs += [
                 (
                     f"{label} (bf16 x)",

@@ -8,7 +8,8 @@
 // kGemvRows rows of x take the GEMV path: each weight vector is decoded into
 // registers and multiplies every row. More rows take the GEMM path: a block of weight
 // rows is decoded once into a float buffer in cache and every row of x runs over it
-// in register tiles.
+// in register tiles; for bfloat16 x on AVX512-BF16 the buffer holds bfloat16 weights
+// (decoded by one 16-bit permute per 32 codes) multiplied by vdpbf16ps.
 //
 // int8 activations (ternary only): codes are widened to bytes c in {0, 1, 2} and
 // multiplied with the int8 x by u8 x s8 dot products (AVX-512 VNNI vpdpbusd where
@@ -307,87 +308,20 @@ void dot_tile(const float* x, int64_t ldx, const float* wd, int64_t ldw, int64_t
     for (int j = 0; j < NR; ++j) vec_store(acc + (m * lda + j) * kVecF, a[m][j]);
 }
 
-#if defined(__AVX512F__)
-// bfloat16 x with AVX512-BF16 (vdpbf16ps: 32 products a lane pair, twice the fp32 FMA
-// rate): the panel is decoded to bfloat16, so each weight rounds once more, to the
-// bfloat16 that torch.matmul in bfloat16 would use for dequantize(W). As inline
-// assembly, called only after a run-time check (the AVX-512 baseline lacks BF16).
-bool has_avx512_bf16() {
-  static const bool v = __builtin_cpu_supports("avx512bf16");
-  return v;
-}
-inline __m512 dot_bf16(__m512 acc, __m512i a, __m512i b) {
-  asm("vdpbf16ps %[b], %[a], %[acc]" : [acc] "+v"(acc) : [a] "v"(a), [b] "v"(b));
-  return acc;
-}
-// 32 bfloat16s: lo's 16 floats, then hi's.
-inline __m512i to_bf16(__m512 lo, __m512 hi) {
-  __m512i r;
-  asm("vcvtne2ps2bf16 %[lo], %[hi], %[r]" : [r] "=v"(r) : [hi] "v"(hi), [lo] "v"(lo));
-  return r;
-}
-
-template <QuantLayout L>
-void decode_rows(const QuantWeight& w, int64_t n0, int64_t rows, int64_t k0, int64_t cols, uint16_t* dst) {
-  const float* base = table_base(w.format);
-  const int64_t row_bytes = weight_row_bytes(w), groups = w.K / w.group;
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* row = w.packed + (n0 + r) * row_bytes;
-    for (int64_t k = k0, g = k0 / w.group; k < k0 + cols; ++g) {
-      const int64_t end = std::min(k0 + cols, (g + 1) * w.group);
-      const Lut lut = group_lut(w, base, n0 + r, g, groups);
-      for (; k < end; k += kBlockElems<L>) {
-        VecF wv[kBlockVecs<L>];
-        decode_block<L>(row + k / kBlockElems<L> * 16, lut, wv);
-#pragma GCC unroll 4
-        for (int v = 0; v < kBlockVecs<L>; v += 2)
-          _mm512_storeu_si512(dst + r * cols + (k - k0) + v * kVecF, to_bf16(wv[v], wv[v + 1]));
-      }
-    }
-  }
-}
-
-// acc[m * lda + j] += x[m, :cols] * wd[j, :cols] as bfloat16 pairs, lane-wise.
-template <int MR, int NR>
-void dot_tile(const uint16_t* x, int64_t ldx, const uint16_t* wd, int64_t ldw, int64_t cols, float* acc,
-              int64_t lda) {
-  VecF a[MR][NR];
-#pragma GCC unroll 4
-  for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) a[m][j] = vec_load(acc + (m * lda + j) * kVecF);
-  for (int64_t k = 0; k < cols; k += 2 * kVecF) {
-    __m512i wv[NR];
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_si512(wd + j * ldw + k);
-#pragma GCC unroll 4
-    for (int m = 0; m < MR; ++m) {
-      const __m512i xv = _mm512_loadu_si512(x + m * ldx + k);
-#pragma GCC unroll 4
-      for (int j = 0; j < NR; ++j) a[m][j] = dot_bf16(a[m][j], xv, wv[j]);
-    }
-  }
-#pragma GCC unroll 4
-  for (int m = 0; m < MR; ++m)
-#pragma GCC unroll 4
-    for (int j = 0; j < NR; ++j) vec_store(acc + (m * lda + j) * kVecF, a[m][j]);
-}
-
-#endif
-
-template <int MR, class E>
-void dot_panel(const E* x, int64_t ldx, const E* wd, int64_t ldw, int64_t rows, int64_t cols, float* acc) {
+template <int MR>
+void dot_panel(const float* x, int64_t ldx, const float* wd, int64_t ldw, int64_t rows, int64_t cols,
+               float* acc) {
   int64_t j = 0;
   for (; j + kTileN <= rows; j += kTileN)
     dot_tile<MR, kTileN>(x, ldx, wd + j * ldw, ldw, cols, acc + j * kVecF, kPanelRows);
   for (; j < rows; ++j) dot_tile<MR, 1>(x, ldx, wd + j * ldw, ldw, cols, acc + j * kVecF, kPanelRows);
 }
 
-// The GEMM path on panels of E: float, or (AVX512-BF16) bfloat16 bits for bfloat16 x.
-template <QuantLayout L, class T, class E>
-void gemm(const QuantWeight& w, int64_t M, const E* x, const T* bias, T* out, int64_t n0, int64_t n1) {
+// The GEMM path on float panels.
+template <QuantLayout L, class T>
+void gemm(const QuantWeight& w, int64_t M, const float* x, const T* bias, T* out, int64_t n0, int64_t n1) {
   const int64_t K = w.K;
-  std::vector<E> panel(kPanelRows * std::min(K, kDecodeCols));
+  std::vector<float> panel(kPanelRows * std::min(K, kDecodeCols));
   std::vector<float> acc(M * kPanelRows * kVecF);  // vector partial sums
   for (int64_t nb = n0; nb < n1; nb += kPanelRows) {
     const int64_t rows = std::min(kPanelRows, n1 - nb);
@@ -398,7 +332,7 @@ void gemm(const QuantWeight& w, int64_t M, const E* x, const T* bias, T* out, in
       prefetch_next_panel(w, nb, d0, kDecodeCols, n1);
       for (int64_t k0 = 0; k0 < ldw; k0 += kDotCols) {
         const int64_t cols = std::min(kDotCols, ldw - k0);
-        const E* wd = panel.data() + k0;
+        const float* wd = panel.data() + k0;
         int64_t m = 0;
         for (; m + kTileM <= M; m += kTileM)
           dot_panel<kTileM>(x + m * K + d0 + k0, K, wd, ldw, rows, cols, acc.data() + m * kPanelRows * kVecF);
@@ -414,19 +348,222 @@ void gemm(const QuantWeight& w, int64_t M, const E* x, const T* bias, T* out, in
 }
 
 #if defined(__AVX512F__)
-// Runs the bfloat16 GEMM when it applies; false otherwise.
+// ---- bfloat16 x (AVX-512 BF16): a GEMM on bfloat16 panels that stay in cache ----------
+//
+// A panel of kPanelRows rows of W, kCols columns (16 KB), is decoded once, then every row
+// of x multiplies it in register tiles of kBf16TileM x kBf16TileN dot products. x is
+// copied once into blocks of the same columns, each block's rows contiguous: rows K
+// apart in x itself would share cache sets (K * 2 bytes being a multiple of 4 KB) and
+// evict each other. Decoded panel and x block then stay in L1 or close (16 KB each at
+// M = 16), and a panel reads 4 lines of each packed int4 row at once (256 columns, half
+// that, measured 10-20% slower with the weights coming from memory). (The float GEMM,
+// bound by the fp32 FMA rate, measured no faster blocked this way.)
+constexpr int kBf16TileM = 4, kBf16TileN = 4;
+constexpr int64_t kCols = 512;
+constexpr int64_t kPrefetchPanels = 2;
+
+// bfloat16 x with AVX512-BF16 (vdpbf16ps: 32 products a lane pair, twice the fp32 FMA
+// rate). Weights are decoded to bfloat16 by one vpermw over a 32-entry table per group:
+// the 16 float entries of the Lut rounded to bfloat16, twice, so that bit 4 of a lane's
+// index (the next code's low bit) selects the same entry. Each weight thus rounds once
+// more, to the bfloat16 that torch.matmul in bfloat16 would use for dequantize(W). The
+// functions that use BF16 instructions are compiled for that target on their own (the
+// AVX-512 baseline of this file lacks it) and called only after a run-time check.
+#define PYGEN_BF16 __attribute__((target("avx512bf16")))
+bool has_avx512_bf16() {
+  static const bool v = __builtin_cpu_supports("avx512bf16");
+  return v;
+}
+PYGEN_BF16 inline __m512 dot_bf16(__m512 acc, __m512i a, __m512i b) {
+  return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+}
+// 32 bfloat16s: lo's 16 floats, then hi's.
+PYGEN_BF16 inline __m512i to_bf16(__m512 lo, __m512 hi) { return (__m512i)_mm512_cvtne2ps_pbh(hi, lo); }
+// 16 words (bytes widened) shifted right by s0 in lanes 0-15 and by s1 in lanes 16-31.
+inline __m512i index_pair(__m256i b, int s0, int s1) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_srli_epi16(b, s0)), _mm256_srli_epi16(b, s1), 1);
+}
+
+// Codes of a 16-byte block as bfloat16 weights, through the group's table t: nibbles
+// (element i low, i + 16 high) give one vector, crumbs (i, i + 16, i + 32, i + 48) two.
+template <QuantLayout L>
+inline __attribute__((always_inline)) void decode_block_bf16(const uint8_t* p, __m512i t, __m512i* out) {
+  const __m256i b = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)p));
+  if constexpr (L == QuantLayout::kNibbles) {
+    out[0] = _mm512_permutexvar_epi16(index_pair(b, 0, 4), t);
+  } else {
+    out[0] = _mm512_permutexvar_epi16(index_pair(b, 0, 2), t);
+    out[1] = _mm512_permutexvar_epi16(index_pair(b, 4, 6), t);
+  }
+}
+
+// Scales and zero points of the `count` (<= 16) groups from g0 of row n, as floats,
+// read a vector at a time (masked loads, so nothing past the row is touched): with
+// groups of 32 a scalar read per group costs as much as decoding the group. The same
+// exact values as scale_value and weight_zero.
+inline void group_params(const QuantWeight& w, int64_t n, int64_t g0, int count, float* s, float* z) {
+  const __mmask16 mask = __mmask16((1u << count) - 1u);
+  const int64_t i = n * w.scale_row_stride + g0;
+  const auto* s16 = static_cast<const uint16_t*>(w.scales) + i;
+  __m512 sv;
+  switch (w.scale_type) {
+    case ScaleType::kFloat16:
+      sv = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, s16));
+      break;
+    case ScaleType::kBFloat16:
+      sv = _mm512_castsi512_ps(
+          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(mask, s16)), 16));
+      break;
+    case ScaleType::kE8M0: {
+      const __m512i e =
+          _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(mask, static_cast<const uint8_t*>(w.scales) + i));
+      sv = _mm512_mask_blend_ps(_mm512_cmpeq_epi32_mask(e, _mm512_setzero_si512()),
+                                _mm512_castsi512_ps(_mm512_slli_epi32(e, 23)), _mm512_set1_ps(e8m0_value(0)));
+      break;
+    }
+    default:
+      sv = _mm512_maskz_loadu_ps(mask, static_cast<const float*>(w.scales) + i);
+  }
+  _mm512_storeu_ps(s, sv);
+  const __m512 zv = w.format == QuantFormat::kInt4 && w.zeros
+                        ? _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(
+                              _mm_maskz_loadu_epi8(mask, w.zeros + n * (w.K / w.group) + g0)))
+                        : _mm512_set1_ps(float(weight_zero(w, n, g0)));
+  _mm512_storeu_ps(z, zv);
+}
+
+// Decodes rows n0..n0+rows, columns k0..k1 of W into dst [rows, k1 - k0] as bfloat16.
+template <QuantLayout L>
+PYGEN_BF16 void decode_panel(const QuantWeight& w, const float* base, int64_t n0, int64_t rows, int64_t k0,
+                             int64_t k1, uint16_t* dst) {
+  constexpr int kVecs = kBlockElems<L> / 32;
+  static_assert(kCols / kNibbleBlock <= 16, "group_params reads at most 16 groups");
+  const int64_t row_bytes = weight_row_bytes(w), cols = k1 - k0;
+  const int64_t g0 = k0 / w.group, count = (k1 - 1) / w.group + 1 - g0;
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint8_t* row = w.packed + (n0 + r) * row_bytes;
+    float s[16], z[16];
+    group_params(w, n0 + r, g0, int(count), s, z);
+    for (int64_t k = k0, g = 0; k < k1; ++g) {
+      const int64_t end = std::min(k1, (g0 + g + 1) * w.group);
+      const __m512 t = make_lut(base, z[g], s[g]).t;
+      const __m512i tb = to_bf16(t, t);
+      for (; k < end; k += kBlockElems<L>) {
+        __m512i wv[kVecs];
+        decode_block_bf16<L>(row + k / kBlockElems<L> * 16, tb, wv);
+#pragma GCC unroll 2
+        for (int v = 0; v < kVecs; ++v) _mm512_storeu_si512(dst + r * cols + (k - k0) + v * 32, wv[v]);
+      }
+    }
+  }
+}
+
+// acc[m * lda + j * 16 ..] += x[m, :cols] * wd[j, :cols] lane-wise for m < MR, j < NR
+// (row strides ldx and ldw).
+template <int MR, int NR>
+PYGEN_BF16 void panel_tile(const uint16_t* x, int64_t ldx, const uint16_t* wd, int64_t ldw, int64_t cols,
+                           float* acc, int64_t lda) {
+  __m512 a[MR][NR];
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) a[m][j] = _mm512_loadu_ps(acc + m * lda + j * 16);
+  for (int64_t k = 0; k < cols; k += 32) {
+    __m512i wv[NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) wv[j] = _mm512_loadu_si512(wd + j * ldw + k);
+#pragma GCC unroll 8
+    for (int m = 0; m < MR; ++m) {
+      const __m512i xv = _mm512_loadu_si512(x + m * ldx + k);
+#pragma GCC unroll 4
+      for (int j = 0; j < NR; ++j) a[m][j] = dot_bf16(a[m][j], xv, wv[j]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int m = 0; m < MR; ++m)
+#pragma GCC unroll 4
+    for (int j = 0; j < NR; ++j) _mm512_storeu_ps(acc + m * lda + j * 16, a[m][j]);
+}
+
+// All rows of x (block [M, cols]) times the panel [rows, cols], into acc [M, kPanelRows, 16].
+template <int MR>
+void panel_rows(const uint16_t* x, const uint16_t* wd, int64_t rows, int64_t cols, float* acc) {
+  int64_t j = 0;
+  for (; j + kBf16TileN <= rows; j += kBf16TileN)
+    panel_tile<MR, kBf16TileN>(x, cols, wd + j * cols, cols, cols, acc + j * 16, kPanelRows * 16);
+  for (; j < rows; ++j) panel_tile<MR, 1>(x, cols, wd + j * cols, cols, cols, acc + j * 16, kPanelRows * 16);
+}
+
+// Prefetches the packed bytes of columns k0..k0+cols of the panel at row nb (none past
+// n1): panels are small, so the hardware prefetcher, which follows long runs, misses
+// them; asked kPrefetchPanels panels ahead, memory latency overlaps the dot products.
+inline void prefetch_panel(const QuantWeight& w, int64_t nb, int64_t k0, int64_t cols, int64_t n1) {
+  const int64_t row_bytes = weight_row_bytes(w);
+  const int64_t first = k0 * row_bytes / w.K, bytes = std::min(cols, w.K - k0) * row_bytes / w.K;
+  for (int64_t r = nb; r < std::min(n1, nb + kPanelRows); ++r)
+    for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(w.packed + r * row_bytes + first + b);
+}
+
+// Rows n0..n1 of out[M, N] (+ bias) for x in blocks (see matmul_bf16).
+template <QuantLayout L>
+void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* xb, const BFloat16* bias, BFloat16* out,
+               int64_t n0, int64_t n1) {
+  const float* base = table_base(w.format);
+  const int64_t K = w.K;
+  std::vector<uint16_t> panel(kPanelRows * kCols);
+  std::vector<float> acc(M * kPanelRows * 16);  // [row of x][row of W][lane]
+  for (int64_t nb = n0; nb < n1; nb += kPanelRows) {
+    const int64_t rows = std::min(kPanelRows, n1 - nb);
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t k0 = 0; k0 < K; k0 += kCols) {
+      const int64_t k1 = std::min(K, k0 + kCols), cols = k1 - k0;
+      decode_panel<L>(w, base, nb, rows, k0, k1, panel.data());
+      prefetch_panel(w, nb + (k0 + kPrefetchPanels * kCols) / K * kPanelRows,
+                     (k0 + kPrefetchPanels * kCols) % K, kCols, n1);
+      const uint16_t* block = xb + M * k0;  // [M, cols]
+      int64_t m = 0;
+      static_assert(kBf16TileM == 4, "the switch below covers remainders 1..3");
+      for (; m + kBf16TileM <= M; m += kBf16TileM)
+        panel_rows<kBf16TileM>(block + m * cols, panel.data(), rows, cols, acc.data() + m * kPanelRows * 16);
+      float* acc_m = acc.data() + m * kPanelRows * 16;
+      switch (M - m) {  // the last rows, in one tile
+        case 3:
+          panel_rows<3>(block + m * cols, panel.data(), rows, cols, acc_m);
+          break;
+        case 2:
+          panel_rows<2>(block + m * cols, panel.data(), rows, cols, acc_m);
+          break;
+        case 1:
+          panel_rows<1>(block + m * cols, panel.data(), rows, cols, acc_m);
+      }
+    }
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t j = 0; j < rows; ++j)
+        store_out(out + m * w.N + nb + j, hsum(_mm512_loadu_ps(acc.data() + (m * kPanelRows + j) * 16)) +
+                                              (bias ? to_float(bias[nb + j]) : 0.0f));
+  }
+}
+
+// Runs the bfloat16 GEMM when it applies; false otherwise. x [M, K] is first copied to
+// column blocks of kCols (the last one narrower), each block [M, width] row-major.
 bool matmul_bf16(const QuantMatmulParams& p) {
   if (p.dtype != DType::kBFloat16 || p.M <= kGemvRows || !has_avx512_bf16()) return false;
   const QuantWeight& w = p.w;
+  const int64_t M = p.M, K = w.K;
   const auto* x = static_cast<const uint16_t*>(p.x);
+  std::vector<uint16_t> xb(M * K);
+  for (int64_t k0 = 0; k0 < K; k0 += kCols) {
+    const int64_t width = std::min(K - k0, kCols);
+    for (int64_t m = 0; m < M; ++m) std::copy_n(x + m * K + k0, width, xb.data() + M * k0 + m * width);
+  }
   const auto* bias = static_cast<const BFloat16*>(p.bias);
   auto* out = static_cast<BFloat16*>(p.out);
   parallel_for(0, (w.N + kPanelRows - 1) / kPanelRows, 1, [&](int64_t b0, int64_t b1) {
     const int64_t n0 = b0 * kPanelRows, n1 = std::min(w.N, b1 * kPanelRows);
     if (w.format == QuantFormat::kTernary)
-      gemm<QuantLayout::kCrumbs>(w, p.M, x, bias, out, n0, n1);
+      gemm_bf16<QuantLayout::kCrumbs>(w, M, xb.data(), bias, out, n0, n1);
     else
-      gemm<QuantLayout::kNibbles>(w, p.M, x, bias, out, n0, n1);
+      gemm_bf16<QuantLayout::kNibbles>(w, M, xb.data(), bias, out, n0, n1);
   });
   return true;
 }

@@ -68,6 +68,24 @@ def test_every_m_up_to_300(torch_seed, device):
             assert rel_mean_error(out, ref_matmul(x[:m], qw)) < 1e-3, (fmt, m)
 
 
+@pytest.mark.parametrize("fmt,opts", FORMATS, ids=IDS)
+def test_bf16_every_m_every_format(torch_seed, device, fmt, opts):
+    # bfloat16 x: every group size and scale dtype; on the CPU (AVX512-BF16) M > 4 runs
+    # the bfloat16 GEMM: K = 640 is a block of 512 columns and a narrower one (groups of
+    # 32 read 16 then 4 scales), odd N ends on a partial panel of 16 and tile of 4, and
+    # M covers every remainder of the 4-row tiles.
+    n, k = 45, 640
+    qw = quantized(fmt, opts, n, k, device=device)
+    x = torch.randn(300, k, device=device).bfloat16()
+    bias = torch.randn(n, device=device).bfloat16()
+    ref = ref_matmul(x, qw, bias)
+    same = x @ pygen.quant.dequantize(qw, torch.bfloat16).T + bias  # PyTorch in bfloat16
+    for m in [*range(1, 40), 64, 127, 300]:
+        out = pygen.quant.matmul(x[:m], qw, bias)
+        assert out.dtype == torch.bfloat16 and out.shape == (m, n)
+        assert_error_within(out, ref[:m], same[:m])
+
+
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("fmt,opts", FORMATS, ids=IDS)
