@@ -84,17 +84,32 @@ def test_rows_and_offsets_draw_independently():
     assert torch.equal(a, pygen.ops.sample_categorical(logits, seed=1))
 
 
-def test_same_result_for_any_thread_count(torch_seed):
-    logits = torch.randn(300, 2000)
+@pytest.mark.parametrize(
+    "shape,params",
+    [
+        ((300, 2000), dict()),  # rows in parallel
+        # Fewer long rows than threads: each row split over the threads.
+        ((1, 40000), dict()),
+        ((3, 40000), dict(temperature=0.7)),
+        ((2, 40000), dict(min_p=0.01)),
+        ((1, 40000), dict(top_k=50)),
+        ((3, 40000), dict(top_p=0.9)),
+        ((1, 40000), dict(temperature=1.2, top_k=2000, top_p=0.8, min_p=0.001)),
+    ],
+    ids=str,
+)
+def test_same_result_for_any_thread_count(torch_seed, shape, params):
+    logits = torch.randn(shape) * 3
     before = torch.get_num_threads()
     try:
         results = []
-        for threads in (1, 2):
+        for threads in (1, 2, 3, 4):
             torch.set_num_threads(threads)
-            results.append(pygen.ops.sample_categorical(logits, seed=9, return_logprob=True))
+            results.append(pygen.ops.sample_categorical(logits, seed=9, return_logprob=True, **params))
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    for token, logprob in results[1:]:
+        assert torch.equal(token, results[0][0]) and torch.equal(logprob, results[0][1])
 
 
 @pytest.mark.parametrize(
