@@ -105,8 +105,14 @@ float top_k_guess(const T* row, int64_t V, int64_t k, float inv_t, std::vector<f
   return sample[size_t(j - 1)];
 }
 
-// The scan of categories [begin, end); mul_rn is monotone, so a lane group's largest logit
-// tells whether any of it passes the cut.
+// The scan of categories [begin, end), in groups of kScanGroup. The maximum is taken over
+// order keys (float_order_key): integer max and min reductions vectorize, where float
+// ones would not without -ffast-math, and the extreme keys also tell NaN and +inf (above
+// +inf's key: +inf and positive NaNs; below -inf's: negative NaNs). A group's maximum
+// tells whether any of it passes the cut (mul_rn is monotone).
+constexpr int kScanGroup = 64;
+constexpr uint32_t kKeyPlusInf = 0xff800000u, kKeyMinusInf = 0x007fffffu;
+
 template <bool Collect, class T>
 Scan scan_range(const T* row, int64_t begin, int64_t end, float inv_t, float cut,
                 std::vector<Candidate>& cands) {
@@ -114,36 +120,27 @@ Scan scan_range(const T* row, int64_t begin, int64_t end, float inv_t, float cut
     const float y = mul_rn(to_float(row[i]), inv_t);
     if (y >= cut) cands.push_back({i, y});
   };
-  float lane_max[kLanes];
-  int32_t lane_bad[kLanes];
-  for (int l = 0; l < kLanes; ++l) {
-    lane_max[l] = -std::numeric_limits<float>::infinity();
-    lane_bad[l] = 0;
-  }
+  uint32_t key_max = 0, key_min = ~0u;
   int64_t i = begin;
-  for (; i + kLanes <= end; i += kLanes) {
-    float hi = -std::numeric_limits<float>::infinity();
-    for (int l = 0; l < kLanes; ++l) {
-      const float x = to_float(row[i + l]);
-      lane_bad[l] |= categorical_bad_logit(x);
-      lane_max[l] = x > lane_max[l] ? x : lane_max[l];
-      hi = x > hi ? x : hi;
+  for (; i + kScanGroup <= end; i += kScanGroup) {
+    uint32_t group_max = 0, group_min = ~0u;
+    for (int j = 0; j < kScanGroup; ++j) {
+      const uint32_t key = float_order_key(to_float(row[i + j]));
+      group_max = key > group_max ? key : group_max;
+      group_min = key < group_min ? key : group_min;
     }
-    if (Collect && mul_rn(hi, inv_t) >= cut)
-      for (int l = 0; l < kLanes; ++l) collect(i + l);
-  }
-  Scan s{-std::numeric_limits<float>::infinity(), 0};
-  for (int l = 0; l < kLanes; ++l) {
-    s.x_max = lane_max[l] > s.x_max ? lane_max[l] : s.x_max;
-    s.bad |= lane_bad[l];
+    key_max = group_max > key_max ? group_max : key_max;
+    key_min = group_min < key_min ? group_min : key_min;
+    if (Collect && mul_rn(float_from_order_key(group_max), inv_t) >= cut)
+      for (int j = 0; j < kScanGroup; ++j) collect(i + j);
   }
   for (; i < end; ++i) {
-    const float x = to_float(row[i]);
-    s.bad |= categorical_bad_logit(x);
-    s.x_max = x > s.x_max ? x : s.x_max;
+    const uint32_t key = float_order_key(to_float(row[i]));
+    key_max = key > key_max ? key : key_max;
+    key_min = key < key_min ? key : key_min;
     if (Collect) collect(i);
   }
-  return s;
+  return Scan{float_from_order_key(key_max), int32_t(key_max >= kKeyPlusInf || key_min < kKeyMinusInf)};
 }
 
 // The scan of a whole row, by blocks; with Collect the candidates land in ws.cands.
