@@ -250,7 +250,11 @@ float top_p_cut(const T* row, int64_t V, float inv_t, float y_max, float y_min, 
       for (int i = 0; i < 256; ++i) hist[i] += ws.hist[size_t(b * 256 + i)];
     prefix |= radix_select_digit(hist, &needed) << shift;
     if (shift == 0) break;
-    split(n_blocks, 1, [&](int64_t b0, int64_t b1) {
+    // Later passes see the keys the digits left, often few: not worth a split then.
+    int64_t left = 0;
+    for (int64_t b = 0; b < n_blocks; ++b) left += ws.key_count[size_t(b)];
+    const Split pass{split.parallel && left > 2 * kBlock};
+    pass(n_blocks, 1, [&](int64_t b0, int64_t b1) {
       for (int64_t b = b0; b < b1; ++b) {
         uint32_t* keys = ws.keys.data() + b * kBlock;
         double* bh = ws.hist.data() + b * 256;
