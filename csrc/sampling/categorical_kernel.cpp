@@ -4,7 +4,7 @@
 // depend on that split (the maximum; float64 sums per chunk, added in chunk order; top-p's
 // histograms per fixed block, added in block order; candidates in index order), so the
 // result is the same for any thread count, bit for bit. Within a chunk, lane arrays keep
-// the max and the float64 sums vectorizable.
+// the float64 sums vectorizable.
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -52,10 +52,16 @@ struct Scan {
   int32_t bad;
 };
 
+// The largest and smallest order key (float_order_key) of a part of a row; the identity
+// of their reduction is {0, ~0}.
+struct KeyRange {
+  uint32_t max = 0, min = ~0u;
+};
+
 // A row's scratch space, reused across the rows one thread samples.
 struct Workspace {
   std::vector<double> chunk_sums;
-  std::vector<Scan> scans;                    // per block (or per range of blocks)
+  std::vector<KeyRange> scans;                // per block (or per range of blocks)
   std::vector<std::vector<Candidate>> found;  // per block, the candidates it collected
   std::vector<Candidate> cands;               // top-k: candidates in index order
   std::vector<uint32_t> keys;                 // top-k thresholds; top-p: weight bits per block
@@ -108,14 +114,15 @@ float top_k_guess(const T* row, int64_t V, int64_t k, float inv_t, std::vector<f
 // The scan of categories [begin, end), in groups of kScanGroup. The maximum is taken over
 // order keys (float_order_key): integer max and min reductions vectorize, where float
 // ones would not without -ffast-math, and the extreme keys also tell NaN and +inf (above
-// +inf's key: +inf and positive NaNs; below -inf's: negative NaNs). A group's maximum
-// tells whether any of it passes the cut (mul_rn is monotone).
+// +inf's key: +inf and positive NaNs; below -inf's: negative NaNs). Integer keys also
+// order -0 below +0, so the maximum is one value whatever the order of the reduction. A
+// group's maximum tells whether any of it passes the cut (mul_rn is monotone).
 constexpr int kScanGroup = 64;
 constexpr uint32_t kKeyPlusInf = 0xff800000u, kKeyMinusInf = 0x007fffffu;
 
 template <bool Collect, class T>
-Scan scan_range(const T* row, int64_t begin, int64_t end, float inv_t, float cut,
-                std::vector<Candidate>& cands) {
+KeyRange scan_range(const T* row, int64_t begin, int64_t end, float inv_t, float cut,
+                    std::vector<Candidate>& cands) {
   const auto collect = [&](int64_t i) {
     const float y = mul_rn(to_float(row[i]), inv_t);
     if (y >= cut) cands.push_back({i, y});
@@ -140,14 +147,14 @@ Scan scan_range(const T* row, int64_t begin, int64_t end, float inv_t, float cut
     key_min = key < key_min ? key : key_min;
     if (Collect) collect(i);
   }
-  return Scan{float_from_order_key(key_max), int32_t(key_max >= kKeyPlusInf || key_min < kKeyMinusInf)};
+  return KeyRange{key_max, key_min};
 }
 
 // The scan of a whole row, by blocks; with Collect the candidates land in ws.cands.
 template <bool Collect, class T>
 Scan scan_row(const T* row, int64_t V, float inv_t, float cut, Split split, Workspace& ws) {
   const int64_t n_blocks = blocks_of(V);
-  ws.scans.assign(size_t(n_blocks), Scan{-std::numeric_limits<float>::infinity(), 0});
+  ws.scans.assign(size_t(n_blocks), KeyRange{});
   ws.found.resize(size_t(n_blocks));
   for (auto& f : ws.found) f.clear();
   // A range of blocks reports in the slot of its first block.
@@ -155,17 +162,17 @@ Scan scan_row(const T* row, int64_t V, float inv_t, float cut, Split split, Work
     ws.scans[size_t(b)] =
         scan_range<Collect>(row, b * kBlock, std::min(e * kBlock, V), inv_t, cut, ws.found[size_t(b)]);
   });
-  Scan s{-std::numeric_limits<float>::infinity(), 0};
-  for (const Scan& part : ws.scans) {
-    s.x_max = part.x_max > s.x_max ? part.x_max : s.x_max;
-    s.bad |= part.bad;
+  KeyRange keys;
+  for (const KeyRange& part : ws.scans) {
+    keys.max = std::max(keys.max, part.max);
+    keys.min = std::min(keys.min, part.min);
   }
   if (Collect) {
     ws.cands.swap(ws.found[0]);
     for (size_t b = 1; b < ws.found.size(); ++b)
       ws.cands.insert(ws.cands.end(), ws.found[b].begin(), ws.found[b].end());
   }
-  return s;
+  return Scan{float_from_order_key(keys.max), int32_t(keys.max >= kKeyPlusInf || keys.min < kKeyMinusInf)};
 }
 
 // Float64 sum of the weights of categories [begin, end), in lanes.
