@@ -117,7 +117,7 @@ float top_k_guess(const T* row, int64_t V, int64_t k, float inv_t, std::vector<f
 // +inf's key: +inf and positive NaNs; below -inf's: negative NaNs). Integer keys also
 // order -0 below +0, so the maximum is one value whatever the order of the reduction. A
 // group's maximum tells whether any of it passes the cut (mul_rn is monotone).
-constexpr int kScanGroup = 64;
+constexpr int kScanGroup = 32;
 constexpr uint32_t kKeyPlusInf = 0xff800000u, kKeyMinusInf = 0x007fffffu;
 
 template <bool Collect, class T>
@@ -138,8 +138,17 @@ KeyRange scan_range(const T* row, int64_t begin, int64_t end, float inv_t, float
     }
     key_max = group_max > key_max ? group_max : key_max;
     key_min = group_min < key_min ? group_min : key_min;
-    if (Collect && mul_rn(float_from_order_key(group_max), inv_t) >= cut)
-      for (int j = 0; j < kScanGroup; ++j) collect(i + j);
+    if (Collect && mul_rn(float_from_order_key(group_max), inv_t) >= cut) {
+      // Branch-free: which logits of a passing group pass is unpredictable.
+      Candidate passed[kScanGroup];
+      int n = 0;
+      for (int j = 0; j < kScanGroup; ++j) {
+        const float y = mul_rn(to_float(row[i + j]), inv_t);
+        passed[n] = {i + j, y};
+        n += y >= cut;
+      }
+      cands.insert(cands.end(), passed, passed + n);
+    }
   }
   for (; i < end; ++i) {
     const uint32_t key = float_order_key(to_float(row[i]));
