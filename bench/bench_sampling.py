@@ -98,7 +98,7 @@ def cases(device: str, quick: bool = False) -> list[Case]:
     shapes = (
         [(1, 32768), (64, 32768)]
         if quick
-        else [(1, 32768), (1, 131072), (64, 32768), (64, 131072), (256, 32768)]
+        else [(1, 32768), (1, 131072), (1, 262144), (4, 131072), (64, 32768), (64, 131072), (256, 32768)]
     )
     out = []
     for batch, vocab in shapes:

@@ -1,4 +1,6 @@
-"""Test helpers: the low-precision tolerance rule and opcheck."""
+"""Test helpers: the low-precision tolerance rule, opcheck and statistical bounds."""
+
+import math
 
 import torch
 
@@ -37,3 +39,26 @@ def chi2_threshold(dof: int, p: float = 1e-6) -> float:
         mid = (lo + hi) / 2
         lo, hi = (mid, hi) if mpmath.gammainc(dof / 2, mid / 2, regularized=True) > p else (lo, mid)
     return hi
+
+
+def binomial_interval(n: int, p: float, alpha: float = 1e-6) -> tuple[int, int]:
+    """[lo, hi] holding a Binomial(n, p) count but with probability < ``alpha`` (at most
+    alpha / 2 on each side), from the exact pmf in float64."""
+    cdf = binomial_pmf(n, p).cumsum(0)
+    sf = binomial_pmf(n, p).flip(0).cumsum(0).flip(0)  # sf[k] = P(X >= k)
+    lo = int((cdf <= alpha / 2).sum())  # P(X < lo) <= alpha / 2
+    hi = n - int((sf <= alpha / 2).sum())  # P(X > hi) <= alpha / 2
+    return lo, hi
+
+
+def binomial_pmf(n: int, p: float) -> torch.Tensor:
+    """P(X = k) for k = 0..n, X ~ Binomial(n, p), float64."""
+    k = torch.arange(n + 1, dtype=torch.float64)
+    log_pmf = (
+        math.lgamma(n + 1)
+        - torch.lgamma(k + 1)
+        - torch.lgamma(n - k + 1)
+        + k * math.log(p)
+        + (n - k) * math.log1p(-p)
+    )
+    return log_pmf.exp()

@@ -7,7 +7,7 @@ import torch
 
 import pygen
 from pygen.ops import reference
-from tests.helpers import DEVICES, chi2_threshold, opcheck
+from tests.helpers import DEVICES, binomial_interval, binomial_pmf, chi2_threshold, opcheck
 
 CASES = [
     ((1, 1), dict(temperature=1.0)),
@@ -84,17 +84,32 @@ def test_rows_and_offsets_draw_independently():
     assert torch.equal(a, pygen.ops.sample_categorical(logits, seed=1))
 
 
-def test_same_result_for_any_thread_count(torch_seed):
-    logits = torch.randn(300, 2000)
+@pytest.mark.parametrize(
+    "shape,params",
+    [
+        ((300, 2000), dict()),  # rows in parallel
+        # Fewer long rows than threads: each row split over the threads.
+        ((1, 40000), dict()),
+        ((3, 40000), dict(temperature=0.7)),
+        ((2, 40000), dict(min_p=0.01)),
+        ((1, 40000), dict(top_k=50)),
+        ((3, 40000), dict(top_p=0.9)),
+        ((1, 40000), dict(temperature=1.2, top_k=2000, top_p=0.8, min_p=0.001)),
+    ],
+    ids=str,
+)
+def test_same_result_for_any_thread_count(torch_seed, shape, params):
+    logits = torch.randn(shape) * 3
     before = torch.get_num_threads()
     try:
         results = []
-        for threads in (1, 2):
+        for threads in (1, 2, 3, 4):
             torch.set_num_threads(threads)
-            results.append(pygen.ops.sample_categorical(logits, seed=9, return_logprob=True))
+            results.append(pygen.ops.sample_categorical(logits, seed=9, return_logprob=True, **params))
     finally:
         torch.set_num_threads(before)
-    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+    for token, logprob in results[1:]:
+        assert torch.equal(token, results[0][0]) and torch.equal(logprob, results[0][1])
 
 
 @pytest.mark.parametrize(
@@ -140,6 +155,50 @@ def test_tail_rate(device):
     logits = torch.tensor([0.0, 0.0, 0.0, math.log(3 * p_tail / (1 - p_tail))])
     token = pygen.ops.sample_categorical(logits.to(device).expand(1 << 22, 4), seed=77).cpu()
     assert 14 <= int((token == 3).sum()) <= 84
+
+
+def float32_gumbel_tail_probability(gap: torch.Tensor, n_tail: int) -> float:
+    """The exact probability that Gumbel-max with float32 noise, as MDLM writes it
+    (``argmax(logits - log(-log(torch.rand(..., dtype=float32))))``), draws one of
+    ``n_tail`` categories of logit ``-gap`` (float32) rather than the one of logit 0
+    before them. torch.rand's float32 values are k / 2^24 for k in [0, 2^24), equally
+    likely, so the noises are enumerated, computed by the same float32 ops."""
+    u = torch.arange(1, 1 << 24, dtype=torch.float32) / (1 << 24)
+    noise = torch.log(-torch.log(u))
+    first = torch.zeros((), dtype=torch.float32) - noise
+    tail = -gap - noise
+    # Only the first category's values that some tail value beats, and those tail values.
+    first = first[first < tail.max()]
+    tail = torch.sort(tail[tail > first.min()]).values
+    above = len(tail) - torch.searchsorted(tail, first, right=True)  # argmax keeps the first of ties
+    # Given the first's noise, a tail category wins unless all n_tail stay at or below it.
+    # k = 0 gives the first category -inf, beaten by every tail value but -inf: the 1.
+    return float((1 - torch.expm1(n_tail * torch.log1p(-above.double() / (1 << 24))).sum()) / (1 << 24))
+
+
+def test_tail_rate_at_1e_8(device):
+    # Many categories of probability ~1e-8 each behind a dominant one, so their total mass
+    # (1.3e-3) gives a count that tests their rate. Gumbel-max with float32 noise cannot
+    # give them that: its noise is at most -log(-log(1 - 2^-24)) ~ 16.6 < log(1e8), so a
+    # tail category wins only when the dominant one's noise is far below its mean.
+    vocab, rows, calls = 1 << 17, 64, 400
+    n_tail = vocab - 1
+    gap = torch.tensor(math.log(1e8), dtype=torch.float32)
+    logits = torch.full((rows, vocab), -float(gap))
+    logits[:, 0] = 0.0
+    w = math.exp(-float(gap))  # the exact probabilities of these float32 logits
+    p_tail = n_tail * w / (1 + n_tail * w)
+    logits = logits.to(device)
+    draws = (pygen.ops.sample_categorical(logits, seed=2025, offset=call) for call in range(calls))
+    hits = sum(int((token != 0).sum()) for token in draws)
+    n = rows * calls
+    lo, hi = binomial_interval(n, p_tail)  # a correct sampler falls outside w.p. < 1e-6
+    assert lo <= hits <= hi, (hits, lo, hi, n * p_tail)
+    # The float32 Gumbel sampler's rate is ~1.8% of the exact one: it would pass this test
+    # with probability < 1e-6.
+    p_gumbel = float32_gumbel_tail_probability(gap, n_tail)
+    assert p_gumbel < p_tail / 20
+    assert float(binomial_pmf(n, p_gumbel)[lo : hi + 1].sum()) < 1e-6
 
 
 def test_greedy_and_logprob(device):
