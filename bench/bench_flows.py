@@ -268,6 +268,7 @@ def _tarflow_cases(device, quick):
                 },
             )
         )
+    return out
 
 
 # Coupling layers, forward + backward of loss = z.sum() + logdet.sum() into the input and
