@@ -108,22 +108,6 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                 fn = _int8_matmul if label.endswith("int8") else pygen.quant.matmul
                 for name, (weight, dtype) in bases.items():
                     xb = x.to(dtype)
-                    out.append(
-                        Case(
-                            name=f"{label} {n}x{k} M={m}",
-                            fn=lambda fn=fn, x=x_ours, qw=qw: fn(x, qw),
-                            baseline=name,
-                            baseline_fn=lambda xb=xb, weight=weight: torch.matmul(xb, weight.T),
-                            params={
-                                "n": n,
-                                "k": k,
-                                "m": m,
-                                "format": label,
-                                "device": device,
-                                "bytes": qw.nbytes,
-                                "fp16_bytes": n * k * 2,
-                            },
-                            flops=2.0 * m * n * k,
-                        )
-                    )
+                    baseline_fn = lambda xb=xb, weight=weight: torch.matmul(xb, weight.T)  # noqa: E731
+                    out.append(_case(label, fn, x_ours, qw, name, baseline_fn, m, n, k, device))
     return out

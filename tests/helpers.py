@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 import pygen
@@ -62,3 +63,13 @@ def binomial_pmf(n: int, p: float) -> torch.Tensor:
         + (n - k) * math.log1p(-p)
     )
     return log_pmf.exp()
+
+
+@pytest.fixture
+def one_thread():
+    """For tests of tiny tensors, where intra-op threads cost more than they save (far
+    more on a loaded machine): the test runs on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -10,6 +10,7 @@ from pygen.models.glow import Glow, GlowConfig, fit
 from pygen.models.tarflow import TarFlow, TarFlowConfig
 from pygen.models.tarflow import fit as fit_tarflow
 from pygen.train import TrainConfig
+from tests.helpers import one_thread  # noqa: F401 (the fixture, by name)
 
 pytest.importorskip("sklearn", reason="the digits come with scikit-learn: installed by make test")
 pytest.importorskip("safetensors", reason="checkpoints need safetensors: installed by make test")
@@ -19,14 +20,8 @@ TINY_GLOW = dict(scales=2, depth=2, hidden=16)
 TINY_TARFLOW = dict(blocks=2, layers=1, dim=32, heads=2)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: intra-op threads cost more than they save (far more on a
-    loaded machine), so each test runs on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These tensors are tiny: intra-op threads cost more than they save, so every test runs on one.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize(model):

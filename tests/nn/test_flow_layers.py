@@ -24,16 +24,10 @@ from pygen.nn.flows import (
     VariationalDequantization,
 )
 from pygen.ops import affine_coupling, mix_logistic_cdf, rq_spline
+from tests.helpers import one_thread  # noqa: F401 (the fixture, by name)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These tensors are tiny: intra-op threads cost more than they save (far more on a
-    loaded machine), so each test runs on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# These tensors are tiny: intra-op threads cost more than they save, so every test runs on one.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _perturb(layer: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
