@@ -42,8 +42,10 @@ bench: build
 	$(PY) -m pygen bench
 
 # Every kernel under cuda/ compiled by nvcc alone (no torch), for TORCH_CUDA_ARCH_LIST.
+# Every kernel under cuda/ with nvcc alone, and the bindings' CUDA halves against torch's
+# headers (a CPU torch is enough), so CI without a GPU catches what a CUDA build would.
 cuda-check: $(STAMP)
-	cmake -S cuda -B build/cuda-check -G Ninja
+	cmake -S cuda -B build/cuda-check -G Ninja -DPYGEN_TORCH_PYTHON="$$($(PY) -c 'import sys; print(sys.executable)')"
 	cmake --build build/cuda-check
 
 # One build-test-bench cycle on a GPU machine, for one device-tool call:
