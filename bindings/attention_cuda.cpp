@@ -48,10 +48,12 @@ std::tuple<at::Tensor, at::Tensor> attention_forward_cuda_op(
     const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const std::optional<at::Tensor>& row_ptr,
     const std::optional<at::Tensor>& col_idx, const std::optional<at::Tensor>& perm, int64_t block,
     bool causal, int64_t window, double scale) {
-  const c10::cuda::CUDAGuard guard(q.device());
+  // The checks come before the guard: the dispatcher comes here when any argument is on
+  // CUDA, and a guard on a cpu q would fail with an internal message instead of naming it.
   const AttentionForwardCall f =
       attention_forward_call(q, k, v, {row_ptr, col_idx, perm, block, causal, window, scale});
   check_cuda_dtype(q);
+  const c10::cuda::CUDAGuard guard(q.device());
   C10_CUDA_CHECK(attention_forward_cuda(f.params(), c10::cuda::getCurrentCUDAStream()));
   return {f.out, f.lse};
 }
@@ -61,10 +63,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cuda_op(
     const at::Tensor& k, const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
     const std::optional<at::Tensor>& row_ptr, const std::optional<at::Tensor>& col_idx,
     const std::optional<at::Tensor>& perm, int64_t block, bool causal, int64_t window, double scale) {
-  const c10::cuda::CUDAGuard guard(q.device());
   const AttentionBackwardCall b = attention_backward_call(
       grad_out, grad_lse, q, k, v, out, lse, {row_ptr, col_idx, perm, block, causal, window, scale});
   check_cuda_dtype(q);
+  const c10::cuda::CUDAGuard guard(q.device());  // after the checks, as in the forward
   const AttentionShape& s = b.call.shape;
   if (s.len_q == 0 || s.len_k == 0) {  // no query sees a key: every gradient is zero
     b.grad_q.zero_();
