@@ -128,6 +128,23 @@ def test_strides_and_scale(device, torch_seed):
     check_against_reference(q, k, v, causal=True, scale=0.3)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rows_not_16_byte_aligned(device, torch_seed, dtype):
+    # Rows 33 elements apart from an offset of 1: CUDA copies them element by element
+    # instead of by 16 bytes; the result must not depend on that.
+    x = torch.randn(3, 2, 2, 50, 33, device=device).to(dtype)
+    q, k, v = (x[i, ..., 1:].requires_grad_() for i in range(3))
+    dense = [t.detach().contiguous().requires_grad_() for t in (q, k, v)]
+    out = pygen.ops.attention(q, k, v, causal=True)
+    ref = pygen.ops.attention(*dense, causal=True)
+    grad = torch.randn_like(out)
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)
+    torch.testing.assert_close(out, ref, **tol)
+    grads, ref_grads = torch.autograd.grad(out, (q, k, v), grad), torch.autograd.grad(ref, dense, grad)
+    for g, r in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, **tol)
+
+
 def test_opcheck_and_compile(device, torch_seed):
     q, k, v = qkv(1, 2, 1, 40, 40, 32, device=device, grad=True)
     layout = sparse.local(40, 20, block_size=16)
@@ -245,3 +262,11 @@ def test_cuda_bad_input():
     q, k, v = qkv(1, 2, 1, 32, 32, 64, torch.float64, "cuda")
     with pytest.raises(TypeError, match="cpu only"):
         pygen.ops.attention(q, k, v)
+    # A cpu q with a cuda argument dispatches to the CUDA kernel, which must name the
+    # argument rather than fail on its device guard.
+    q, k, v = qkv(1, 2, 1, 32, 32, 64)
+    out, lse = pygen.ops.attention(q, k, v, return_lse=True)
+    with pytest.raises(RuntimeError, match="grad_out must be on cpu"):
+        torch.ops.pygen.attention_backward(
+            out.cuda(), None, q, k, v, out, lse, None, None, None, 64, False, -1, 0.125
+        )
