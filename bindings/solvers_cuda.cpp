@@ -20,9 +20,11 @@ std::tuple<at::Tensor, at::Tensor> solver_update_cuda_op(const at::Tensor& x,
                                                          at::TensorList hist, const at::Tensor& coef,
                                                          bool noise, int64_t seed, int64_t offset,
                                                          double threshold_ratio, double threshold_max) {
-  const c10::cuda::CUDAGuard guard(x.device());
+  // The guard is taken at launch, after the impl's checks: the dispatcher comes here when
+  // any argument is on CUDA, and a guard on a cpu x would fail before the checks name it.
   return solver_update_impl(x, out, uncond, hist, coef, noise, seed, offset, threshold_ratio, threshold_max,
-                            [](const SolverUpdateParams& p) {
+                            [&](const SolverUpdateParams& p) {
+                              const c10::cuda::CUDAGuard guard(x.device());
                               C10_CUDA_CHECK(solver_update_cuda(p, c10::cuda::getCurrentCUDAStream()));
                             });
 }
