@@ -9,6 +9,12 @@
 
 namespace pygen {
 
+// pygen.set_debug_checks: whether checks that read a GPU value back to the host (and so
+// wait for the GPU) run. They always run on the CPU, where they cost nothing. Defined in
+// module.cpp.
+bool debug_checks();
+void set_debug_checks(bool enabled);
+
 inline DType to_dtype(at::ScalarType t, const char* arg) {
   switch (t) {
     case at::kFloat:

@@ -1,11 +1,10 @@
-// Masked-diffusion steps: the checks and params both devices share, and the CPU
-// implementation.
+// Masked-diffusion steps: the checks and params both devices share, per-position status
+// to errors (on the CPU always; on a GPU with debug checks, see masked_diffusion_cuda.cpp),
+// and the CPU implementation.
 #include "bindings/masked_diffusion.h"
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
-
-#include <cmath>
 
 #include "bindings/checks.h"
 #include "bindings/sampling.h"
@@ -29,9 +28,8 @@ MaskedStepCall masked_step_call(const at::Tensor& logits, const at::Tensor& x, i
                     mask_id);
   TORCH_CHECK_VALUE(offset >= 0, "offset must be non-negative, got ", offset);
   MaskedStepCall call;
-  call.temperature = row_param<float>(
-      temperature, "temperature", batch, logits, [](float t) { return t >= 0 && std::isfinite(t); },
-      "finite and >= 0 (0 is greedy)");
+  call.temperature = row_param<float>(temperature, "temperature", batch, logits, temperature_ok,
+                                      "finite and >= 0 (0 is greedy)");
   call.seed = seed_param(seed, batch, logits);
   call.logits = logits.contiguous();
   call.x = x.contiguous();
@@ -57,14 +55,15 @@ AncestralCall ancestral_call(const at::Tensor& logits, const at::Tensor& x, int6
                              const at::Tensor& temperature, const at::Tensor& seed, int64_t offset) {
   AncestralCall call{masked_step_call(logits, x, mask_id, temperature, seed, offset), {}, {}, {}};
   const int64_t batch = call.step.params.batch;
-  const auto unit = [](double a) { return a >= 0 && a <= 1; };
-  call.alpha_t = row_param<double>(alpha_t, "alpha_t", batch, logits, unit, "in [0, 1]");
-  call.alpha_s = row_param<double>(alpha_s, "alpha_s", batch, logits, unit, "in [0, 1]");
-  const at::Tensor t = call.alpha_t.cpu(), s = call.alpha_s.cpu();
-  for (int64_t r = 0; r < batch; ++r)
-    TORCH_CHECK_VALUE(s.data_ptr<double>()[r] >= t.data_ptr<double>()[r],
-                      "alpha_s must be >= alpha_t (s is the less noisy time), got alpha_s = ",
-                      s.data_ptr<double>()[r], " < alpha_t = ", t.data_ptr<double>()[r], " in row ", r);
+  call.alpha_t = row_param<double>(alpha_t, "alpha_t", batch, logits, alpha_ok, "in [0, 1]");
+  call.alpha_s = row_param<double>(alpha_s, "alpha_s", batch, logits, alpha_ok, "in [0, 1]");
+  if (logits.is_cpu() || debug_checks()) {  // as row_param: on a GPU the kernel checks it
+    const at::Tensor t = call.alpha_t.cpu(), s = call.alpha_s.cpu();
+    for (int64_t r = 0; r < batch; ++r)
+      TORCH_CHECK_VALUE(s.data_ptr<double>()[r] >= t.data_ptr<double>()[r],
+                        "alpha_s must be >= alpha_t (s is the less noisy time), got alpha_s = ",
+                        s.data_ptr<double>()[r], " < alpha_t = ", t.data_ptr<double>()[r], " in row ", r);
+  }
   call.params = {call.step.params, call.alpha_t.data_ptr<double>(), call.alpha_s.data_ptr<double>()};
   return call;
 }
@@ -93,16 +92,9 @@ ConfidenceCall confidence_call(const at::Tensor& logits, const at::Tensor& x, in
 void raise_masked_status(const at::Tensor& status, int64_t length) {
   const at::Tensor st = status.cpu();
   const int32_t* s = st.data_ptr<int32_t>();
-  for (int64_t i = 0; i < st.numel(); ++i) {
-    const int64_t r = i / length, l = i % length;
-    TORCH_CHECK_VALUE(s[i] != kMaskedBadToken,
-                      "x must hold token ids in [0, vocab), got one outside at (row ", r, ", position ", l,
-                      ")");
-    TORCH_CHECK_VALUE(s[i] != kMaskedBadLogit, "logits must not contain NaN or +inf (row ", r, ", position ",
-                      l, ")");
-    TORCH_CHECK_VALUE(s[i] != kMaskedNoSupport, "logits of row ", r, ", position ", l,
-                      " are -inf for every token but the mask token: no token can be drawn");
-  }
+  for (int64_t i = 0; i < st.numel(); ++i)
+    TORCH_CHECK_VALUE(s[i] == kMaskedOk, masked_status_message(s[i]), " (row ", i / length, ", position ",
+                      i % length, ")");
 }
 
 namespace {

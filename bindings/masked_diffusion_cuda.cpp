@@ -1,11 +1,14 @@
 // CUDA implementation of the masked-diffusion steps: check, allocate, launch on the
-// current stream.
+// current stream. As sample_categorical (sampling_cuda.cpp): bad positions and
+// parameters fail a device-side assertion, and nothing waits for the GPU, unless debug
+// checks are on; then the status is read back and raised as a Python exception.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "bindings/checks.h"
 #include "bindings/masked_diffusion.h"
 #include "cuda/sampling/masked_diffusion.h"
 
@@ -24,9 +27,10 @@ at::Tensor unmask_ancestral_cuda_op(const at::Tensor& logits, const at::Tensor& 
   const AncestralCall call = ancestral_call(logits, x, mask_id, alpha_t, alpha_s, temperature, seed, offset);
   const c10::cuda::CUDAGuard guard(call.step.logits.device());
   const at::Tensor sums = chunk_scratch(call.step, call.step.params.batch * call.step.params.length);
-  C10_CUDA_CHECK(
-      unmask_ancestral_cuda(call.params, sums.data_ptr<double>(), c10::cuda::getCurrentCUDAStream()));
-  raise_masked_status(call.step.status, call.step.params.length);  // waits for the kernel
+  const bool host_checks = debug_checks();
+  C10_CUDA_CHECK(unmask_ancestral_cuda(call.params, sums.data_ptr<double>(), !host_checks,
+                                       c10::cuda::getCurrentCUDAStream()));
+  if (host_checks) raise_masked_status(call.step.status, call.step.params.length);
   return call.step.out;
 }
 
@@ -38,9 +42,10 @@ std::tuple<at::Tensor, at::Tensor> unmask_by_confidence_cuda_op(const at::Tensor
   const ConfidenceCall call = confidence_call(logits, x, mask_id, k, confidence, temperature, seed, offset);
   const c10::cuda::CUDAGuard guard(call.step.logits.device());
   const at::Tensor sums = chunk_scratch(call.step, call.step.params.batch * call.step.params.length);
-  C10_CUDA_CHECK(
-      unmask_by_confidence_cuda(call.params, sums.data_ptr<double>(), c10::cuda::getCurrentCUDAStream()));
-  raise_masked_status(call.step.status, call.step.params.length);
+  const bool host_checks = debug_checks();
+  C10_CUDA_CHECK(unmask_by_confidence_cuda(call.params, sums.data_ptr<double>(), !host_checks,
+                                           c10::cuda::getCurrentCUDAStream()));
+  if (host_checks) raise_masked_status(call.step.status, call.step.params.length);
   return {call.step.out, call.score};
 }
 
@@ -50,9 +55,10 @@ at::Tensor unmask_first_hitting_cuda_op(const at::Tensor& logits, const at::Tens
   const MaskedStepCall call = masked_step_call(logits, x, mask_id, temperature, seed, offset);
   const c10::cuda::CUDAGuard guard(call.logits.device());
   const at::Tensor sums = chunk_scratch(call, call.params.batch);
-  C10_CUDA_CHECK(
-      unmask_first_hitting_cuda(call.params, sums.data_ptr<double>(), c10::cuda::getCurrentCUDAStream()));
-  raise_masked_status(call.status, call.params.length);
+  const bool host_checks = debug_checks();
+  C10_CUDA_CHECK(unmask_first_hitting_cuda(call.params, sums.data_ptr<double>(), !host_checks,
+                                           c10::cuda::getCurrentCUDAStream()));
+  if (host_checks) raise_masked_status(call.status, call.params.length);
   return call.out;
 }
 

@@ -1,10 +1,14 @@
 // The Python module pygen._C. Loading it registers every op (TORCH_LIBRARY in ops.cpp
 // and the per-family files). The module reports how it was built, plugs torch's
-// thread pool into csrc's parallel_for, and holds each family's eager entry points:
-// the ops' dispatcher calls without torch.ops' Python-side overhead.
+// thread pool into csrc's parallel_for, holds the debug-checks switch, and each
+// family's eager entry points: the ops' dispatcher calls without torch.ops' Python-side
+// overhead.
 #include <ATen/Parallel.h>
 #include <torch/python.h>
 
+#include <atomic>
+
+#include "bindings/checks.h"
 #include "csrc/common/cpu_isa.h"
 #include "csrc/common/parallel_for.h"
 
@@ -13,6 +17,14 @@ namespace py = pybind11;
 namespace pygen {
 void bind_random(py::module_& m);
 void bind_flows(py::module_& m);
+
+namespace {
+std::atomic<bool> g_debug_checks{false};
+}  // namespace
+
+bool debug_checks() { return g_debug_checks.load(std::memory_order_relaxed); }
+void set_debug_checks(bool enabled) { g_debug_checks.store(enabled, std::memory_order_relaxed); }
+
 }  // namespace pygen
 
 namespace {
@@ -43,6 +55,9 @@ py::dict build_info() {
 PYBIND11_MODULE(_C, m) {
   pygen::set_parallel_backend(&at_parallel_backend, [] { return at::get_num_threads(); });
   m.def("build_info", &build_info, "How this extension was built and which CPU path it runs.");
+  m.def("set_debug_checks", &pygen::set_debug_checks,
+        "Turns on or off the ops' checks that synchronize with a GPU (pygen.set_debug_checks).");
+  m.def("debug_checks", &pygen::debug_checks, "Whether pygen.set_debug_checks is on.");
   pygen::bind_random(m);
   pygen::bind_flows(m);
 }

@@ -1,11 +1,10 @@
 // Sampling ops: the checks and params both devices share, the CPU implementation, and
-// turning the kernels' per-row status into errors.
+// turning the kernels' per-row status into errors (on the CPU always; on a GPU with
+// debug checks, see sampling_cuda.cpp).
 #include "bindings/sampling.h"
 
 #include <ATen/ATen.h>
 #include <torch/library.h>
-
-#include <cmath>
 
 #include "bindings/checks.h"
 #include "csrc/sampling/categorical.h"
@@ -23,14 +22,11 @@ CategoricalCall categorical_call(const at::Tensor& logits, const at::Tensor& tem
   const int64_t rows = logits.numel() / vocab;
   TORCH_CHECK_VALUE(offset >= 0, "offset must be non-negative, got ", offset);
   CategoricalCall call;
-  call.temperature = row_param<float>(
-      temperature, "temperature", rows, logits, [](float x) { return x >= 0 && std::isfinite(x); },
-      "finite and >= 0 (0 is greedy)");
-  call.top_k = row_param<int64_t>(top_k, "top_k", rows, logits, [](int64_t x) { return x >= 1; }, ">= 1");
-  call.top_p =
-      row_param<float>(top_p, "top_p", rows, logits, [](float x) { return x > 0 && x <= 1; }, "in (0, 1]");
-  call.min_p =
-      row_param<float>(min_p, "min_p", rows, logits, [](float x) { return x >= 0 && x <= 1; }, "in [0, 1]");
+  call.temperature = row_param<float>(temperature, "temperature", rows, logits, temperature_ok,
+                                      "finite and >= 0 (0 is greedy)");
+  call.top_k = row_param<int64_t>(top_k, "top_k", rows, logits, top_k_ok, ">= 1");
+  call.top_p = row_param<float>(top_p, "top_p", rows, logits, top_p_ok, "in (0, 1]");
+  call.min_p = row_param<float>(min_p, "min_p", rows, logits, min_p_ok, "in [0, 1]");
   call.logits = logits.contiguous();
   call.seed = seed_param(seed, rows, logits);
   const auto batch = logits.sizes().slice(0, logits.dim() - 1);
@@ -56,11 +52,8 @@ CategoricalCall categorical_call(const at::Tensor& logits, const at::Tensor& tem
 void raise_categorical_status(const at::Tensor& status) {
   const at::Tensor st = status.cpu();
   const int32_t* s = st.data_ptr<int32_t>();
-  for (int64_t r = 0; r < st.numel(); ++r) {
-    TORCH_CHECK_VALUE(s[r] != kCategoricalBadLogit, "logits must not contain NaN or +inf (row ", r, ")");
-    TORCH_CHECK_VALUE(s[r] != kCategoricalNoSupport, "logits of row ", r,
-                      " are all -inf: no category can be drawn");
-  }
+  for (int64_t r = 0; r < st.numel(); ++r)
+    TORCH_CHECK_VALUE(s[r] == kCategoricalOk, categorical_status_message(s[r]), " (row ", r, ")");
 }
 
 namespace {

@@ -3,14 +3,15 @@
 
 #include <ATen/ATen.h>
 
+#include "bindings/checks.h"
 #include "csrc/sampling/categorical.h"
 
 namespace pygen {
 
 // A per-row parameter: dtype, one value per row, on the logits' device, every value in
-// range (`ok`). Checked on the host: in place on the CPU, after a copy elsewhere (a
-// device sync, which the status check after the kernel needs anyway). Returns it
-// contiguous, on the logits' device.
+// range (`ok`). Values are checked on the CPU, and on a GPU only with debug checks (a
+// copy to the host, which waits for the GPU); otherwise the CUDA kernel checks them and
+// fails with a device-side assertion. Returns it contiguous, on the logits' device.
 template <class V, class Ok>
 at::Tensor row_param(const at::Tensor& t, const char* name, int64_t rows, const at::Tensor& logits, Ok ok,
                      const char* range) {
@@ -20,6 +21,7 @@ at::Tensor row_param(const at::Tensor& t, const char* name, int64_t rows, const 
   TORCH_CHECK(t.device() == logits.device(), name, " must be on the logits' device ", logits.device(),
               ", got ", t.device());
   const at::Tensor c = t.contiguous();
+  if (!c.is_cpu() && !debug_checks()) return c;
   const at::Tensor host = c.is_cpu() ? c : c.cpu();
   const V* v = host.data_ptr<V>();
   for (int64_t i = 0; i < rows; ++i) TORCH_CHECK_VALUE(ok(v[i]), name, " must be ", range, ", got ", v[i]);

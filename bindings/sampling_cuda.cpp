@@ -1,10 +1,12 @@
-// CUDA implementation of the sampling ops: check, allocate, launch on the current stream.
+// CUDA implementation of the sampling ops: check, allocate, launch on the current stream;
+// no synchronization unless debug checks are on.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include "bindings/checks.h"
 #include "bindings/sampling.h"
 #include "cuda/sampling/categorical.h"
 
@@ -19,10 +21,14 @@ std::tuple<at::Tensor, at::Tensor> sample_categorical_cuda_op(
   const c10::cuda::CUDAGuard guard(call.logits.device());
   const at::Tensor chunk_sums = at::empty({call.params.rows * categorical_chunks(call.params.vocab)},
                                           call.logits.options().dtype(at::kDouble));
-  C10_CUDA_CHECK(
-      sample_categorical_cuda(call.params, chunk_sums.data_ptr<double>(), c10::cuda::getCurrentCUDAStream()));
-  // Bad rows are reported by the kernel; reading the status waits for it.
-  raise_categorical_status(call.status);
+  // Bad rows (and, without debug checks, bad parameters, which categorical_call then did
+  // not read) stop the kernel with a device-side assertion naming the row and the cause:
+  // nothing here waits for the GPU. With debug checks the kernel only records them, and
+  // reading the status (a synchronization) raises a Python exception.
+  const bool host_checks = debug_checks();
+  C10_CUDA_CHECK(sample_categorical_cuda(call.params, chunk_sums.data_ptr<double>(), !host_checks,
+                                         c10::cuda::getCurrentCUDAStream()));
+  if (host_checks) raise_categorical_status(call.status);
   return {call.token, call.logprob};
 }
 

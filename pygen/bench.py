@@ -34,6 +34,7 @@ class Case:
     baseline_fn: Callable[[], object]
     params: dict
     flops: float | None = None  # per call, for GFLOP/s beside the times
+    bytes: float | None = None  # memory the op must read per call, for the bandwidth floor
 
 
 def median_seconds(fn: Callable[[], object], device: str, repeats: int, min_time: float = 0.02) -> float:
@@ -55,6 +56,14 @@ def median_seconds(fn: Callable[[], object], device: str, repeats: int, min_time
         sync()
         samples.append((time.perf_counter() - start) / inner)
     return statistics.median(samples)
+
+
+def copy_bandwidth(device: str) -> float:
+    """Bytes per second a large copy on ``device`` moves (read plus write): the
+    bandwidth that the rows' floor (``bytes`` read at it) is measured against."""
+    src = torch.empty(1 << 28, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() / median_seconds(lambda: dst.copy_(src), device, 5)
 
 
 def device_name(device: str) -> str:
@@ -105,6 +114,7 @@ def run(
         raise SystemExit("--device cuda needs a GPU and a pygen built with CUDA (see python -m pygen info)")
     repeats = repeats or (5 if quick else 15)
     rows = []
+    bandwidth = None  # measured at the first row that has a floor
     print(f"{'family':<9} {'case':<36} {'pygen':>9} {'baseline':>20} {'':>9} {'speedup':>8}")
     for fam in [family] if family else families():
         for case in load_family(fam).cases(device, quick):
@@ -122,6 +132,10 @@ def run(
             if case.flops:
                 row["pygen_gflops"] = case.flops / ours / 1e9
                 row["baseline_gflops"] = case.flops / base / 1e9
+            if case.bytes:
+                bandwidth = bandwidth or copy_bandwidth(device)
+                row["floor_s"] = case.bytes / bandwidth
+                row["over_floor"] = ours / row["floor_s"]
             rows.append(row)
             print(_format_row(row), flush=True)
     report = {
@@ -129,6 +143,7 @@ def run(
         "date": datetime.date.today().isoformat(),
         "pygen": pygen.info(),
         "repeats": repeats,
+        "copy_bandwidth_gbs": bandwidth and bandwidth / 1e9,
         "rows": rows,
     }
     if save:
@@ -155,6 +170,8 @@ def _format_row(r: dict) -> str:
     )
     if "pygen_gflops" in r:
         line += f"  ({r['pygen_gflops']:.0f} vs {r['baseline_gflops']:.0f} GFLOP/s)"
+    if "floor_s" in r:
+        line += f"  ({r['over_floor']:.1f}x the floor {_time(r['floor_s'])})"
     return line
 
 

@@ -1,5 +1,6 @@
 """Test helpers: the low-precision tolerance rule, opcheck and statistical bounds."""
 
+import contextlib
 import math
 
 import pytest
@@ -73,3 +74,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@contextlib.contextmanager
+def debug_checks(enabled: bool = True):
+    """pygen.set_debug_checks(enabled) for the block, then the setting before it. The
+    tests of bad inputs on a GPU use it: without debug checks a bad row fails a
+    device-side assertion, which ends the process's CUDA context."""
+    before = pygen.debug_checks()
+    pygen.set_debug_checks(enabled)
+    try:
+        yield
+    finally:
+        pygen.set_debug_checks(before)

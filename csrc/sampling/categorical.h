@@ -17,8 +17,45 @@
 
 namespace pygen {
 
-// Row status codes written by the kernels; bindings turn them into errors.
-enum CategoricalStatus : int32_t { kCategoricalOk = 0, kCategoricalBadLogit = 1, kCategoricalNoSupport = 2 };
+// Row status codes written by the kernels; bindings turn them into errors. The
+// parameter codes come from the CUDA kernel only: on the host the bindings check the
+// parameters before a launch, which on a GPU would cost a synchronization.
+enum CategoricalStatus : int32_t {
+  kCategoricalOk = 0,
+  kCategoricalBadLogit = 1,
+  kCategoricalNoSupport = 2,
+  kCategoricalBadTemperature = 3,
+  kCategoricalBadTopK = 4,
+  kCategoricalBadTopP = 5,
+  kCategoricalBadMinP = 6,
+};
+
+// The per-row parameter ranges, for the host checks and the CUDA kernel alike.
+PYGEN_HD bool temperature_ok(float t) { return t >= 0 && t < INFINITY; }  // NaN fails
+PYGEN_HD bool top_k_ok(int64_t k) { return k >= 1; }
+PYGEN_HD bool top_p_ok(float p) { return p > 0 && p <= 1; }
+PYGEN_HD bool min_p_ok(float m) { return m >= 0 && m <= 1; }
+
+// What is wrong with a row whose status is `s` (not ok), for the host's exception and
+// the device's assertion message alike.
+PYGEN_HD const char* categorical_status_message(int32_t s) {
+  switch (s) {
+    case kCategoricalBadLogit:
+      return "logits must not contain NaN or +inf";
+    case kCategoricalNoSupport:
+      return "logits are all -inf: no category can be drawn";
+    case kCategoricalBadTemperature:
+      return "temperature must be finite and >= 0 (0 is greedy)";
+    case kCategoricalBadTopK:
+      return "top_k must be >= 1";
+    case kCategoricalBadTopP:
+      return "top_p must be in (0, 1]";
+    case kCategoricalBadMinP:
+      return "min_p must be in [0, 1]";
+    default:
+      return "unknown status";
+  }
+}
 
 struct CategoricalParams {
   const void* logits;  // [rows, vocab], contiguous
@@ -35,6 +72,15 @@ struct CategoricalParams {
   float* logprob;   // [rows] out: log-probability of the token (truncated, tempered)
   int32_t* status;  // [rows] out: CategoricalStatus
 };
+
+// Row r's status from its parameters alone: the first one out of range, or ok.
+PYGEN_HD int32_t categorical_param_status(const CategoricalParams& p, int64_t r) {
+  return !temperature_ok(p.temperature[r]) ? kCategoricalBadTemperature
+         : !top_k_ok(p.top_k[r])           ? kCategoricalBadTopK
+         : !top_p_ok(p.top_p[r])           ? kCategoricalBadTopP
+         : !min_p_ok(p.min_p[r])           ? kCategoricalBadMinP
+                                           : kCategoricalOk;
+}
 
 // Row r's uniform: block `offset` of the substream whose counter words 2-3 hold r, so
 // rows of one call (and calls at different offsets) never share randomness.

@@ -18,12 +18,40 @@
 namespace pygen {
 
 // Per-position status codes written by the kernels; bindings turn them into errors.
+// The parameter codes (a row's parameter, reported at each of its positions) come from
+// the CUDA kernels only: on the host the bindings check the parameters before a launch.
 enum MaskedStatus : int32_t {
   kMaskedOk = 0,
   kMaskedBadLogit = 1,   // NaN or +inf in a logit the step read
   kMaskedNoSupport = 2,  // every logit but the mask token's is -inf
   kMaskedBadToken = 3,   // a token of x outside [0, vocab)
+  kMaskedBadTemperature = 4,
+  kMaskedBadAlpha = 5,  // alpha_t or alpha_s outside [0, 1], or alpha_s < alpha_t
+  kMaskedBadK = 6,      // k outside [0, length]
 };
+
+// What is wrong with a position whose status is `s` (not ok), for the host's exception
+// and the device's assertion message alike.
+PYGEN_HD const char* masked_status_message(int32_t s) {
+  switch (s) {
+    case kMaskedBadLogit:
+      return "logits must not contain NaN or +inf";
+    case kMaskedNoSupport:
+      return "logits are -inf for every token but the mask token: no token can be drawn";
+    case kMaskedBadToken:
+      return "x must hold token ids in [0, vocab)";
+    case kMaskedBadTemperature:
+      return "temperature must be finite and >= 0 (0 is greedy)";
+    case kMaskedBadAlpha:
+      return "alpha_t and alpha_s must be in [0, 1] with alpha_s >= alpha_t";
+    case kMaskedBadK:
+      return "k must be in [0, length] (positions to unmask per row)";
+    default:
+      return "unknown status";
+  }
+}
+
+PYGEN_HD bool alpha_ok(double a) { return a >= 0 && a <= 1; }
 
 // What all three steps read and write. Positions are flattened: position l of row b is
 // index b * length + l of x, out, status and the logits' [batch * length, vocab].
@@ -56,6 +84,20 @@ struct ConfidenceParams {
   const int64_t* k;  // [batch], in [0, length]: positions to unmask per row
   float* score;      // [batch * length] out: each masked position's confidence, -inf elsewhere
 };
+
+// Row r's status from its parameters alone, per step: the first one out of range, or ok.
+PYGEN_HD int32_t masked_row_status(const MaskedStepParams& p, int64_t r) {
+  return temperature_ok(p.temperature[r]) ? kMaskedOk : kMaskedBadTemperature;
+}
+PYGEN_HD int32_t ancestral_row_status(const AncestralParams& a, int64_t r) {
+  const double t = a.alpha_t[r], s = a.alpha_s[r];
+  const int32_t status = masked_row_status(a.step, r);
+  return status != kMaskedOk ? status : alpha_ok(t) && alpha_ok(s) && s >= t ? kMaskedOk : kMaskedBadAlpha;
+}
+PYGEN_HD int32_t confidence_row_status(const ConfidenceParams& c, int64_t r) {
+  const int32_t status = masked_row_status(c.step, r);
+  return status != kMaskedOk ? status : c.k[r] >= 0 && c.k[r] <= c.step.length ? kMaskedOk : kMaskedBadK;
+}
 
 // The two 53-bit uniforms of one Philox block: block `offset` of substream `index` (a
 // flattened position, or a row for the first-hitting step), as categorical_uniform

@@ -29,28 +29,35 @@ enum class Score { kNone, kProbability, kMargin };
 // Positions per parallel chunk: enough logits that a chunk outweighs its scheduling.
 int64_t position_grain(int64_t vocab) { return std::max<int64_t>(1, 16384 / std::max<int64_t>(vocab, 1)); }
 
-// Lane-wise maximum, second largest (kSecond) and NaN/+inf flag over row[begin, end).
+// The order keys (float_order_key) of -inf and +inf: a key above +inf's is a positive
+// NaN, one below -inf's a negative NaN.
+constexpr uint32_t kKeyMinusInf = 0x007fffffu, kKeyPlusInf = 0xff800000u;
+
+// Lane-wise largest, second largest (kSecond) and smallest order key over row[begin,
+// end). Integer max and min reductions vectorize, where float ones would not without
+// -ffast-math; the extreme keys also tell NaN and +inf. Keys order -0 below +0, which
+// the float scan this replaced did not, but every use of the maximum and the second
+// (exp of a difference, a comparison with ==) gives the same for either zero.
 struct Scan {
-  float max[kLanes], second[kLanes];
-  int32_t bad[kLanes];
+  uint32_t max[kLanes], second[kLanes], min[kLanes];
   Scan() {
     for (int l = 0; l < kLanes; ++l) {
-      max[l] = second[l] = -kInf;
-      bad[l] = 0;
+      max[l] = second[l] = kKeyMinusInf;  // -inf: what a row of excluded logits has
+      min[l] = ~0u;
     }
   }
   template <bool kSecond>
-  void add(int l, float x) {
-    bad[l] |= categorical_bad_logit(x);
-    if (kSecond) second[l] = std::max(second[l], std::min(max[l], x));
-    max[l] = x > max[l] ? x : max[l];
+  void add(int l, uint32_t key) {
+    if (kSecond) second[l] = std::max(second[l], std::min(max[l], key));
+    max[l] = std::max(max[l], key);
+    min[l] = std::min(min[l], key);
   }
   template <bool kSecond, class T>
   void range(const T* row, int64_t begin, int64_t end) {
     int64_t i = begin;
     for (; i + kLanes <= end; i += kLanes)
-      for (int l = 0; l < kLanes; ++l) add<kSecond>(l, to_float(row[i + l]));
-    for (int l = 0; i < end; ++i, ++l) add<kSecond>(l, to_float(row[i]));
+      for (int l = 0; l < kLanes; ++l) add<kSecond>(l, float_order_key(to_float(row[i + l])));
+    for (int l = 0; i < end; ++i, ++l) add<kSecond>(l, float_order_key(to_float(row[i])));
   }
 };
 
@@ -91,16 +98,17 @@ Draw draw_position(const T* row, int64_t V, int64_t mask_id, float temperature, 
   constexpr bool kSecond = S == Score::kMargin;
   scan.range<kSecond>(row, 0, mask_id);
   scan.range<kSecond>(row, mask_id + 1, V);
-  float x_max = -kInf, x_second = -kInf;
-  int32_t bad = categorical_bad_logit(to_float(row[mask_id]));
+  uint32_t key_max = kKeyMinusInf, key_second = kKeyMinusInf, key_min = ~0u;
   for (int l = 0; l < kLanes; ++l) {
-    bad |= scan.bad[l];
-    for (float x : {scan.max[l], scan.second[l]}) {  // the top two of all lanes' top two
-      x_second = std::max(x_second, std::min(x_max, x));
-      x_max = std::max(x_max, x);
+    for (uint32_t k : {scan.max[l], scan.second[l]}) {  // the top two of all lanes' top two
+      key_second = std::max(key_second, std::min(key_max, k));
+      key_max = std::max(key_max, k);
     }
+    key_min = std::min(key_min, scan.min[l]);
   }
-  if (bad) return {kMaskedBadLogit, -1, 0.0f};
+  const float x_max = float_from_order_key(key_max), x_second = float_from_order_key(key_second);
+  if (categorical_bad_logit(to_float(row[mask_id])) | (key_max >= kKeyPlusInf) | (key_min < kKeyMinusInf))
+    return {kMaskedBadLogit, -1, 0.0f};
   if (x_max == -kInf) return {kMaskedNoSupport, -1, 0.0f};
   if (!sample) return {kMaskedOk, -1, 0.0f};
 

@@ -6,6 +6,7 @@
 
 #include "cuda/sampling/categorical.h"
 #include "cuda/sampling/reduce.cuh"
+#include "cuda/sampling/status.cuh"
 
 namespace pygen {
 
@@ -41,9 +42,20 @@ __device__ uint32_t block_radix_select(int64_t V, H needed, Key key, Amount amou
   return prefix;
 }
 
+// Thread 0 records row r's status, and with `device_assert` fails on a bad one.
+__device__ void set_status(const CategoricalParams& p, int64_t r, int32_t status, bool device_assert) {
+  if (threadIdx.x != 0) return;
+  p.status[r] = status;
+  if (device_assert && status != kCategoricalOk)
+    fail_row("sample_categorical", categorical_status_message(status), r, -1);
+}
+
 template <class T>
-__global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chunk_sums) {
+__global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chunk_sums, bool device_assert) {
   const int64_t r = blockIdx.x;
+  // Without debug checks the bindings have not read the parameters: checked here.
+  const int32_t param_status = categorical_param_status(p, r);
+  if (param_status != kCategoricalOk) return set_status(p, r, param_status, device_assert);
   const T* row = static_cast<const T*>(p.logits) + r * p.vocab;
   const int64_t V = p.vocab;
   const int64_t n_chunks = categorical_chunks(V);
@@ -74,15 +86,16 @@ __global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chu
     bad |= s_bad[w];
   }
   const float temperature = categorical_temperature(x_max, p.temperature[r]);
-  if (bad || x_max == -INFINITY || temperature == 0) {
-    if (threadIdx.x == 0) {
-      p.status[r] = bad ? kCategoricalBadLogit : x_max == -INFINITY ? kCategoricalNoSupport : kCategoricalOk;
-      if (!bad && x_max != -INFINITY) {  // greedy: the first maximum
-        int64_t k = 0;
-        while (to_float(row[k]) != x_max) ++k;
-        p.token[r] = k;
-        p.logprob[r] = 0.0f;
-      }
+  if (bad || x_max == -INFINITY) {
+    return set_status(p, r, bad ? kCategoricalBadLogit : kCategoricalNoSupport, device_assert);
+  }
+  if (temperature == 0) {
+    if (threadIdx.x == 0) {  // greedy: the first maximum
+      int64_t k = 0;
+      while (to_float(row[k]) != x_max) ++k;
+      p.token[r] = k;
+      p.logprob[r] = 0.0f;
+      p.status[r] = kCategoricalOk;
     }
     return;
   }
@@ -158,10 +171,12 @@ __global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chu
 
 }  // namespace
 
-cudaError_t sample_categorical_cuda(const CategoricalParams& p, double* chunk_sums, cudaStream_t stream) {
+cudaError_t sample_categorical_cuda(const CategoricalParams& p, double* chunk_sums, bool device_assert,
+                                    cudaStream_t stream) {
   if (p.rows == 0) return cudaSuccess;
   visit_dtype(p.dtype, [&](auto tag) {
-    categorical_kernel<decltype(tag)><<<unsigned(p.rows), kThreads, 0, stream>>>(p, chunk_sums);
+    categorical_kernel<decltype(tag)>
+        <<<unsigned(p.rows), kThreads, 0, stream>>>(p, chunk_sums, device_assert);
   });
   return cudaGetLastError();
 }

@@ -7,7 +7,10 @@
 
 namespace pygen {
 
-// `chunk_sums` is scratch of rows * categorical_chunks(vocab) doubles.
-cudaError_t sample_categorical_cuda(const CategoricalParams& p, double* chunk_sums, cudaStream_t stream);
+// `chunk_sums` is scratch of rows * categorical_chunks(vocab) doubles. Every row gets a
+// status (p.status); with `device_assert`, a row whose status is not ok (its logits, or
+// a parameter out of range) also fails a device-side assertion naming it.
+cudaError_t sample_categorical_cuda(const CategoricalParams& p, double* chunk_sums, bool device_assert,
+                                    cudaStream_t stream);
 
 }  // namespace pygen

@@ -5,6 +5,7 @@
 // boundary may differ between the devices.
 #include "cuda/sampling/masked_diffusion.h"
 #include "cuda/sampling/reduce.cuh"
+#include "cuda/sampling/status.cuh"
 
 namespace pygen {
 
@@ -130,22 +131,35 @@ __device__ Draw block_draw(const T* row, int64_t V, int64_t mask_id, float tempe
   return s_draw;
 }
 
-// Thread 0 carries position `pos` over to out and checks its token; returns whether it
-// is masked (every thread).
-__device__ bool visit_position(const MaskedStepParams& p, int64_t pos) {
+// The calling thread records position `pos`'s status, and with `device_assert` fails
+// on a bad one, naming op `op`.
+__device__ void set_status(const MaskedStepParams& p, int64_t pos, int32_t status, bool device_assert,
+                           const char* op) {
+  p.status[pos] = status;
+  if (device_assert && status != kMaskedOk)
+    fail_row(op, masked_status_message(status), pos / p.length, pos % p.length);
+}
+
+// Thread 0 carries position `pos` over to out and records its status: a bad token, else
+// `row_status` (its row's parameters, which without debug checks only the kernels
+// check). Returns whether the position is masked and its row's parameters are ok (every
+// thread).
+__device__ bool visit_position(const MaskedStepParams& p, int64_t pos, int32_t row_status, bool device_assert,
+                               const char* op) {
   const int64_t tok = p.x[pos];
   if (threadIdx.x == 0) {
     p.out[pos] = tok;
-    p.status[pos] = (tok < 0) | (tok >= p.vocab) ? kMaskedBadToken : kMaskedOk;
+    set_status(p, pos, (tok < 0) | (tok >= p.vocab) ? kMaskedBadToken : row_status, device_assert, op);
   }
-  return tok == p.mask_id;
+  return tok == p.mask_id && row_status == kMaskedOk;
 }
 
 template <class T>
-__global__ void ancestral_kernel(AncestralParams a, double* __restrict__ chunk_sums) {
+__global__ void ancestral_kernel(AncestralParams a, double* __restrict__ chunk_sums, bool device_assert) {
+  constexpr const char* kOp = "unmask_ancestral";
   const MaskedStepParams& p = a.step;
   const int64_t pos = blockIdx.x, r = pos / p.length;
-  if (!visit_position(p, pos)) return;
+  if (!visit_position(p, pos, ancestral_row_status(a, r), device_assert, kOp)) return;
   double u_token, u_coin;
   masked_uniforms(uint64_t(p.seed[r]), p.offset, uint64_t(pos), &u_token, &u_coin);
   const bool unmask = u_coin < unmask_probability(a.alpha_t[r], a.alpha_s[r]);
@@ -153,24 +167,26 @@ __global__ void ancestral_kernel(AncestralParams a, double* __restrict__ chunk_s
   const Draw d = block_draw<Score::kNone>(row, p.vocab, p.mask_id, p.temperature[r], u_token, unmask,
                                           chunk_sums + pos * categorical_chunks(p.vocab));
   if (threadIdx.x == 0) {
-    p.status[pos] = d.status;
+    set_status(p, pos, d.status, device_assert, kOp);
     if (unmask && d.status == kMaskedOk) p.out[pos] = d.token;
   }
 }
 
 template <Score S, class T>
-__global__ void confidence_score_kernel(ConfidenceParams c, double* __restrict__ chunk_sums) {
+__global__ void confidence_score_kernel(ConfidenceParams c, double* __restrict__ chunk_sums,
+                                        bool device_assert) {
+  constexpr const char* kOp = "unmask_by_confidence";
   const MaskedStepParams& p = c.step;
   const int64_t pos = blockIdx.x, r = pos / p.length;
   if (threadIdx.x == 0) c.score[pos] = -INFINITY;
-  if (!visit_position(p, pos)) return;
+  if (!visit_position(p, pos, confidence_row_status(c, r), device_assert, kOp)) return;
   double u_token, u_random;
   masked_uniforms(uint64_t(p.seed[r]), p.offset, uint64_t(pos), &u_token, &u_random);
   const T* row = static_cast<const T*>(p.logits) + pos * p.vocab;
   const Draw d = block_draw<S>(row, p.vocab, p.mask_id, p.temperature[r], u_token, true,
                                chunk_sums + pos * categorical_chunks(p.vocab));
   if (threadIdx.x == 0) {
-    p.status[pos] = d.status;
+    set_status(p, pos, d.status, device_assert, kOp);
     if (d.status != kMaskedOk) return;
     p.out[pos] = d.token;
     c.score[pos] = c.confidence == Confidence::kRandom ? float(u_random) : d.score;
@@ -198,7 +214,8 @@ __global__ void confidence_select_kernel(ConfidenceParams c) {
   for (int64_t l = threadIdx.x; l < L; l += kThreads) count += x[l] == p.mask_id;
   const int64_t n = int64_t(block_sum(count, s_sum));
   const int64_t k = c.k[r] < n ? c.k[r] : n;
-  if (k == n) return;
+  // A row with bad parameters kept its mask tokens in the score kernel (and got a status).
+  if (k == n || confidence_row_status(c, r) != kMaskedOk) return;
   uint64_t threshold = ~uint64_t(0);  // above every key: k = 0 unmasks nothing
   if (k > 0) {
     uint64_t prefix = 0, mask = 0;
@@ -226,19 +243,22 @@ __global__ void confidence_select_kernel(ConfidenceParams c) {
 
 // One block per row: a masked position chosen uniformly gets a token.
 template <class T>
-__global__ void first_hitting_kernel(MaskedStepParams p, double* __restrict__ chunk_sums) {
+__global__ void first_hitting_kernel(MaskedStepParams p, double* __restrict__ chunk_sums,
+                                     bool device_assert) {
+  constexpr const char* kOp = "unmask_first_hitting";
   const int64_t r = blockIdx.x, L = p.length;
   __shared__ double s_sum[kWarps];
   __shared__ int64_t s_pos;
+  const int32_t row_status = masked_row_status(p, r);
   double count = 0;
   for (int64_t l = threadIdx.x; l < L; l += kThreads) {
     const int64_t tok = p.x[r * L + l];
     p.out[r * L + l] = tok;
-    p.status[r * L + l] = (tok < 0) | (tok >= p.vocab) ? kMaskedBadToken : kMaskedOk;
+    set_status(p, r * L + l, (tok < 0) | (tok >= p.vocab) ? kMaskedBadToken : row_status, device_assert, kOp);
     count += tok == p.mask_id;
   }
   const int64_t n = int64_t(block_sum(count, s_sum));
-  if (n == 0) return;
+  if (n == 0 || row_status != kMaskedOk) return;
   double u_token, u_position;
   masked_uniforms(uint64_t(p.seed[r]), p.offset, uint64_t(r), &u_token, &u_position);
   if (threadIdx.x == 0) {
@@ -253,43 +273,49 @@ __global__ void first_hitting_kernel(MaskedStepParams p, double* __restrict__ ch
   const Draw d = block_draw<Score::kNone>(row, p.vocab, p.mask_id, p.temperature[r], u_token, true,
                                           chunk_sums + r * categorical_chunks(p.vocab));
   if (threadIdx.x == 0) {
-    p.status[pos] = d.status;
+    set_status(p, pos, d.status, device_assert, kOp);
     if (d.status == kMaskedOk) p.out[pos] = d.token;
   }
 }
 
 }  // namespace
 
-cudaError_t unmask_ancestral_cuda(const AncestralParams& p, double* chunk_sums, cudaStream_t stream) {
+cudaError_t unmask_ancestral_cuda(const AncestralParams& p, double* chunk_sums, bool device_assert,
+                                  cudaStream_t stream) {
   const int64_t positions = p.step.batch * p.step.length;
   if (positions == 0) return cudaSuccess;
   visit_dtype(p.step.dtype, [&](auto tag) {
-    ancestral_kernel<decltype(tag)><<<unsigned(positions), kThreads, 0, stream>>>(p, chunk_sums);
+    ancestral_kernel<decltype(tag)>
+        <<<unsigned(positions), kThreads, 0, stream>>>(p, chunk_sums, device_assert);
   });
   return cudaGetLastError();
 }
 
-cudaError_t unmask_by_confidence_cuda(const ConfidenceParams& p, double* chunk_sums, cudaStream_t stream) {
+cudaError_t unmask_by_confidence_cuda(const ConfidenceParams& p, double* chunk_sums, bool device_assert,
+                                      cudaStream_t stream) {
   const int64_t positions = p.step.batch * p.step.length;
   if (positions == 0) return cudaSuccess;
   visit_dtype(p.step.dtype, [&](auto tag) {
     using T = decltype(tag);
     const unsigned grid = unsigned(positions);
     if (p.confidence == Confidence::kProbability)
-      confidence_score_kernel<Score::kProbability, T><<<grid, kThreads, 0, stream>>>(p, chunk_sums);
+      confidence_score_kernel<Score::kProbability, T>
+          <<<grid, kThreads, 0, stream>>>(p, chunk_sums, device_assert);
     else if (p.confidence == Confidence::kMargin)
-      confidence_score_kernel<Score::kMargin, T><<<grid, kThreads, 0, stream>>>(p, chunk_sums);
+      confidence_score_kernel<Score::kMargin, T><<<grid, kThreads, 0, stream>>>(p, chunk_sums, device_assert);
     else
-      confidence_score_kernel<Score::kNone, T><<<grid, kThreads, 0, stream>>>(p, chunk_sums);
+      confidence_score_kernel<Score::kNone, T><<<grid, kThreads, 0, stream>>>(p, chunk_sums, device_assert);
   });
   confidence_select_kernel<<<unsigned(p.step.batch), kThreads, 0, stream>>>(p);
   return cudaGetLastError();
 }
 
-cudaError_t unmask_first_hitting_cuda(const MaskedStepParams& p, double* chunk_sums, cudaStream_t stream) {
+cudaError_t unmask_first_hitting_cuda(const MaskedStepParams& p, double* chunk_sums, bool device_assert,
+                                      cudaStream_t stream) {
   if (p.batch * p.length == 0) return cudaSuccess;
   visit_dtype(p.dtype, [&](auto tag) {
-    first_hitting_kernel<decltype(tag)><<<unsigned(p.batch), kThreads, 0, stream>>>(p, chunk_sums);
+    first_hitting_kernel<decltype(tag)>
+        <<<unsigned(p.batch), kThreads, 0, stream>>>(p, chunk_sums, device_assert);
   });
   return cudaGetLastError();
 }

@@ -17,6 +17,14 @@ block ``offset`` of substream ``b * L + l`` of its row's seed (the first-hitting
 substream ``b``), so results do not depend on the device's thread count; use a new
 ``offset`` per step.
 
+Bad input (a token of ``x`` out of range, NaN or +inf logits, a position with nothing
+to draw, a per-row parameter out of range) raises ``ValueError`` naming the row and
+position on the CPU. On a GPU the steps never synchronize by default: their kernels
+check, and a bad position fails a device-side assertion with that message on stderr
+(the CUDA context is then lost, as with :func:`pygen.ops.sample_categorical`);
+:func:`pygen.set_debug_checks` makes the GPU raise the ``ValueError`` instead, at one
+synchronization per step.
+
 The loops (:func:`sample_ancestral`, :func:`sample_by_confidence`,
 :func:`sample_first_hitting`) take a time-agnostic denoiser ``model(x) -> logits``, as
 RADD and Zheng et al. show masked diffusion models can be, and cache like RADD: when a
@@ -72,8 +80,9 @@ def unmask_ancestral(
     Args:
         logits: ``[B, L, V]`` float32, bfloat16, float16 (or float64, read as float32).
             Every masked position's logits are read and checked: NaN or +inf raise, and
-            so does a position whose logits are -inf for every token but the mask's.
-            Unmasked positions' logits are not read.
+            so does a position whose logits are -inf for every token but the mask's
+            (on a GPU without debug checks: a device-side assertion, see the module
+            docstring). Unmasked positions' logits are not read.
         x: int64 ``[B, L]`` current tokens, each in ``[0, V)``.
         mask_id: the mask token, in ``[0, V)``.
         alpha_t: the current time's alpha, in [0, 1]: a float, or a tensor

@@ -30,7 +30,8 @@ def sample_categorical(
 
     Args:
         logits: ``[..., V]`` float32, bfloat16, float16 (or float64, read as float32).
-            NaN or +inf raise; -inf excludes a category; a row of all -inf raises.
+            NaN or +inf raise; -inf excludes a category; a row of all -inf raises (on
+            a GPU without debug checks: a device-side assertion, see below).
         temperature: a float or a tensor broadcastable to ``logits.shape[:-1]`` (per
             row); finite and >= 0, 0 meaning greedy (the first maximum). A temperature
             so small that ``max(logits) / temperature`` overflows float32 acts as 0:
@@ -49,6 +50,14 @@ def sample_categorical(
         generator: a ``torch.Generator`` to draw one seed from, instead of ``seed``.
         return_logprob: also return the log-probability of each drawn category under
             the tempered, truncated distribution (0 for greedy rows).
+
+    Bad input is never sampled silently. The CPU raises ``ValueError`` naming the
+    argument or row. On a GPU the call never synchronizes by default (a sampling loop
+    can be captured in a CUDA graph): the kernel checks the per-row parameters and the
+    logits, and a bad row fails a device-side assertion whose message on stderr names
+    the row and cause; the next synchronizing call raises "device-side assert
+    triggered", and the CUDA context is lost. With :func:`pygen.set_debug_checks` the
+    GPU raises the CPU's ``ValueError`` instead, at one synchronization per call.
 
     Returns:
         int64 ``logits.shape[:-1]`` category indices, and with ``return_logprob`` a

@@ -9,7 +9,7 @@ import torch
 import pygen
 from pygen.ops import masked_diffusion as md
 from pygen.ops import reference
-from tests.helpers import DEVICES, chi2_threshold, opcheck
+from tests.helpers import DEVICES, chi2_threshold, debug_checks, opcheck
 
 # Shapes [B, L, V] with mask ids at either end, inside and at a chunk boundary (512).
 SHAPES = [((1, 1, 2), 0), ((3, 17, 37), 5), ((2, 9, 1537), 512), ((4, 13, 600), 599), ((2, 40, 64), 63)]
@@ -127,6 +127,44 @@ def test_unmasked_positions_are_not_read(device):
     pygen.ops.unmask_ancestral(logits, x, 9, 0.2, 0.7, seed=0)
     pygen.ops.unmask_by_confidence(logits, x, 9, 2, seed=0)
     pygen.ops.unmask_by_confidence(logits, x, 9, 2, confidence="margin", seed=0)
+
+
+# A NaN with the sign bit set: the scan's order keys put it below -inf, not above +inf.
+NEGATIVE_NAN = torch.tensor([-(1 << 22)], dtype=torch.int32).view(torch.float32).item()
+
+
+@pytest.mark.parametrize("bad", [math.nan, NEGATIVE_NAN, math.inf])
+@pytest.mark.parametrize("at", [0, 20, 36])  # first, the mask token, last (past the 16-lane groups)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scan_flags_nan_of_either_sign_and_inf(device, bad, at, dtype):
+    logits = torch.zeros(2, 3, 37)
+    logits[1, 2, at] = bad
+    logits = logits.to(device, dtype)
+    x = torch.full((2, 3), 20, device=device)
+    match = r"NaN or \+inf \(row 1, position 2\)"
+    with debug_checks(device != "cpu"):
+        with pytest.raises(ValueError, match=match):  # alpha_s = alpha_t: the check alone
+            pygen.ops.unmask_ancestral(logits, x, 20, 0.5, 0.5, seed=0)
+        with pytest.raises(ValueError, match=match):
+            pygen.ops.unmask_by_confidence(logits, x, 20, 1, confidence="margin", seed=0)
+
+
+def test_margin_of_tied_and_signed_zero_maxima(device):
+    # Position 0: +0 and -0 tie for the maximum; 1: a tied maximum of 2; 2: one token
+    # besides the mask (no second: margin 1); 3: an ordinary top two.
+    logits = torch.full((1, 4, 6), -math.inf)
+    logits[0, 0, :5] = torch.tensor([-0.0, 0.0, -0.0, -1.0, -math.inf])
+    logits[0, 1, :5] = torch.tensor([1.0, 2.0, -3.0, 2.0, 0.5])
+    logits[0, 2, 3] = 4.0
+    logits[0, 3, :5] = torch.tensor([0.0, 1.0, 3.0, 2.0, 0.0])
+    logits[..., 5] = 9.0  # the mask token's logit, excluded
+    x = torch.full((1, 4), 5)
+    _, margin = pygen.ops.unmask_by_confidence(
+        logits.to(device), x.to(device), 5, 0, confidence="margin", seed=0, return_confidence=True
+    )
+    z3 = torch.tensor([0.0, 1.0, 3.0, 2.0, 0.0]).exp().sum()
+    expect = torch.tensor([0.0, 0.0, 1.0, ((math.exp(3) - math.exp(2)) / z3).item()])
+    torch.testing.assert_close(margin.cpu()[0], expect, rtol=1e-6, atol=0)
 
 
 def chi_square_ok(counts: torch.Tensor, p: torch.Tensor) -> bool:
@@ -406,7 +444,12 @@ def test_confidence_and_first_hitting_loops():
         ("ancestral", {"offset": -1}, ValueError, "offset must be an int"),
         ("ancestral", {"nan_at": (1, 2)}, ValueError, r"NaN or \+inf \(row 1, position 2\)"),
         ("ancestral", {"inf_at": (0, 1)}, ValueError, r"NaN or \+inf \(row 0, position 1\)"),
-        ("ancestral", {"only_mask_at": (1, 0)}, ValueError, "row 1, position 0 are -inf for every token"),
+        (
+            "ancestral",
+            {"only_mask_at": (1, 0)},
+            ValueError,
+            r"-inf for every token but the mask token.*\(row 1, position 0\)",
+        ),
         ("ancestral", {"token": 7}, ValueError, r"token ids in \[0, vocab\).*row 0, position 0"),
         ("ancestral", {"token": -2}, ValueError, r"token ids in \[0, vocab\)"),
         ("confidence", {"k": -1}, ValueError, r"k must be in \[0, length\]"),
@@ -434,7 +477,8 @@ def test_bad_inputs(device, op, kwargs, error, match):
     kwargs.setdefault("seed", 0)
     kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
     logits, x = logits.to(device), x.to(device)
-    with pytest.raises(error, match=match):
+    # As in test_categorical.py: on a GPU, the Python errors of debug checks.
+    with debug_checks(device != "cpu"), pytest.raises(error, match=match):
         if op == "ancestral":
             alpha_t, alpha_s = kwargs.pop("alpha_t", 0.2), kwargs.pop("alpha_s", 0.5)
             pygen.ops.unmask_ancestral(logits, x, mask_id, alpha_t, alpha_s, **kwargs)

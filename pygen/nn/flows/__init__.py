@@ -3,8 +3,9 @@
 Every layer maps ``forward(x) -> (y, logdet [B])`` and ``inverse(y) -> x``.
 """
 
+from pygen.debug import set_debug_checks
 from pygen.nn.flows.autoregressive import JacobiStats, TarFlowBlock
-from pygen.nn.flows.base import Flow, set_debug_checks, standard_normal_log_prob
+from pygen.nn.flows.base import Flow, standard_normal_log_prob
 from pygen.nn.flows.couplings import AffineCoupling, MixLogisticCoupling, SplineCoupling
 from pygen.nn.flows.dequantization import LogitTransform, UniformDequantization, VariationalDequantization
 from pygen.nn.flows.invertible import ActNorm, Invertible1x1Conv

@@ -9,7 +9,8 @@ term in float64 (the LU 1x1 convolution's ``sum(log_s)``) cast the result to it.
 
 Input checks that read a device value back to the host (a value range, parameters'
 finiteness) run where that costs no synchronization, on the CPU, and on other devices
-only with :func:`set_debug_checks` (or ``PYGEN_DEBUG_CHECKS=1``); never while
+only with :func:`pygen.set_debug_checks` (or ``PYGEN_DEBUG_CHECKS=1``; the same
+switch as ``pygen.nn.flows.set_debug_checks``); never while
 ``torch.compile`` traces. :class:`Flow` chains them and is a layer itself, so flows nest
 (multiscale architectures put whole flows inside a split).
 """
@@ -17,20 +18,12 @@ only with :func:`set_debug_checks` (or ``PYGEN_DEBUG_CHECKS=1``); never while
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable, Sequence
 
 import torch
 from torch import nn
 
-_debug_checks = os.environ.get("PYGEN_DEBUG_CHECKS", "0") == "1"
-
-
-def set_debug_checks(enabled: bool) -> None:
-    """Runs the flow layers' synchronizing input checks on every device (see the
-    module docstring), not only on the CPU."""
-    global _debug_checks
-    _debug_checks = bool(enabled)
+from pygen.debug import debug_checks
 
 
 def checks_input(x: torch.Tensor) -> bool:
@@ -38,7 +31,7 @@ def checks_input(x: torch.Tensor) -> bool:
     (no synchronization), elsewhere only with debug checks; never under torch.compile."""
     if torch.compiler.is_compiling():
         return False
-    return x.device.type == "cpu" or _debug_checks
+    return x.device.type == "cpu" or debug_checks()
 
 
 def logdet_dtype(x: torch.Tensor) -> torch.dtype:
