@@ -33,12 +33,14 @@ class Tile {
   template <class T>
   bool load(const T* logits, const T* means, const T* log_scales, int64_t i0, int n) {
     C *lw = log_w(), *mu = mean(), *ls = log_scale(), *is = inv_scale();
-    for (int j = 0; j < L; ++j) finite[j] = true;
+    // Local flags: the member array could alias the buffer for all the compiler knows.
+    bool fin[L];
+    for (int j = 0; j < L; ++j) fin[j] = true;
     for (int64_t c = 0; c < k_; ++c)
       for (int j = 0; j < L; ++j) {
         const int64_t src = (i0 + std::min(j, n - 1)) * k_ + c;
         const C l = to_acc(logits[src]), m = to_acc(means[src]), s = to_acc(log_scales[src]);
-        finite[j] &= finite_c(l) & finite_c(m) & finite_c(s);
+        fin[j] &= finite_c(l) & finite_c(m) & finite_c(s);
         lw[c * L + j] = l, mu[c * L + j] = m, ls[c * L + j] = s;
         is[c * L + j] = exp_c(-s);
       }
@@ -57,7 +59,7 @@ class Tile {
         w[c * L + j] = exp_c(lw[c * L + j]);
       }
     bool ok = true;
-    for (int j = 0; j < L; ++j) ok &= finite[j];
+    for (int j = 0; j < L; ++j) finite[j] = fin[j], ok &= fin[j];
     return ok;
   }
 
