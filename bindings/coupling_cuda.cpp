@@ -1,6 +1,6 @@
 // CUDA implementation of the coupling-transform ops: launch on the current stream.
-// mix_logistic_cdf reads its status flag after the launch (a host sync) to raise on
-// non-finite parameters; affine_coupling and both backwards do not sync.
+// mix_logistic_cdf with validate reads its status flag after the launch (a host sync)
+// to raise on non-finite parameters; nothing else here syncs.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -38,12 +38,35 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cuda_op(
       });
 }
 
+std::tuple<at::Tensor, at::Tensor> affine_coupling_layer_cuda_op(
+    const at::Tensor& x, const at::Tensor& params, int64_t active_begin, int64_t active, bool interleaved,
+    const std::string& scale_fn, std::optional<double> clamp, bool inverse) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return affine_coupling_layer_impl(
+      x, params, active_begin, active, interleaved, scale_fn, clamp, inverse,
+      [](const AffineCouplingParams& p) {
+        C10_CUDA_CHECK(affine_coupling_cuda(p, c10::cuda::getCurrentCUDAStream()));
+      });
+}
+
+std::tuple<at::Tensor, at::Tensor> affine_coupling_layer_backward_cuda_op(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,
+    const at::Tensor& x, const at::Tensor& params, int64_t active_begin, int64_t active, bool interleaved,
+    const std::string& scale_fn, std::optional<double> clamp, bool inverse) {
+  const c10::cuda::CUDAGuard guard(x.device());
+  return affine_coupling_layer_backward_impl(
+      grad_y, grad_logdet, x, params, active_begin, active, interleaved, scale_fn, clamp, inverse,
+      [](const AffineCouplingBackwardParams& p) {
+        C10_CUDA_CHECK(affine_coupling_backward_cuda(p, c10::cuda::getCurrentCUDAStream()));
+      });
+}
+
 std::tuple<at::Tensor, at::Tensor> mix_logistic_cdf_cuda_op(const at::Tensor& x, const at::Tensor& logits,
                                                             const at::Tensor& means,
                                                             const at::Tensor& log_scales, bool inverse,
-                                                            double tol, int64_t max_iters) {
+                                                            double tol, int64_t max_iters, bool validate) {
   const c10::cuda::CUDAGuard guard(x.device());
-  return mix_logistic_cdf_impl(x, logits, means, log_scales, inverse, tol, max_iters,
+  return mix_logistic_cdf_impl(x, logits, means, log_scales, inverse, tol, max_iters, validate,
                                [](const MixLogisticParams& p) {
                                  C10_CUDA_CHECK(mix_logistic_cdf_cuda(p, c10::cuda::getCurrentCUDAStream()));
                                });
@@ -65,6 +88,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mix_logistic_cdf_back
 TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
   m.impl("affine_coupling", affine_coupling_cuda_op);
   m.impl("affine_coupling_backward", affine_coupling_backward_cuda_op);
+  m.impl("affine_coupling_layer", affine_coupling_layer_cuda_op);
+  m.impl("affine_coupling_layer_backward", affine_coupling_layer_backward_cuda_op);
   m.impl("mix_logistic_cdf", mix_logistic_cdf_cuda_op);
   m.impl("mix_logistic_cdf_backward", mix_logistic_cdf_backward_cuda_op);
 }

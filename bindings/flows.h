@@ -14,6 +14,16 @@
 
 namespace pygen {
 
+// The log-det dtype of the flow ops: float64 for float64 x, else float32.
+inline at::ScalarType flow_logdet_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// t contiguous, after checking that it has ref's dtype, `shape` and ref's device
+// (messages name both arguments).
+at::Tensor contiguous_like(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* ref_name,
+                           c10::IntArrayRef shape);
+
 std::tuple<at::Tensor, at::Tensor> affine_coupling_impl(
     const at::Tensor& x, const at::Tensor& shift, const at::Tensor& raw_scale, const std::string& scale_fn,
     std::optional<double> clamp, bool inverse,
@@ -25,11 +35,28 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_impl(
     std::optional<double> clamp, bool inverse,
     const std::function<void(const AffineCouplingBackwardParams&)>& launch);
 
-// Runs `launch` and raises if the kernel reported a non-finite parameter (reading the
-// status waits for the kernel).
+// The affine coupling of a whole layer: x [B, C, ...] with channels [active_begin,
+// active_begin + active) transformed and the others copied, shift and raw scale read in
+// place from the conditioner's output params [B, 2 * active, ...] (interleaved: channels
+// 2c and 2c + 1; else c and active + c). The backward returns grad_x in x's shape and
+// grad_params in params' shape.
+std::tuple<at::Tensor, at::Tensor> affine_coupling_layer_impl(
+    const at::Tensor& x, const at::Tensor& params, int64_t active_begin, int64_t active, bool interleaved,
+    const std::string& scale_fn, std::optional<double> clamp, bool inverse,
+    const std::function<void(const AffineCouplingParams&)>& launch);
+
+std::tuple<at::Tensor, at::Tensor> affine_coupling_layer_backward_impl(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,
+    const at::Tensor& x, const at::Tensor& params, int64_t active_begin, int64_t active, bool interleaved,
+    const std::string& scale_fn, std::optional<double> clamp, bool inverse,
+    const std::function<void(const AffineCouplingBackwardParams&)>& launch);
+
+// Runs `launch`, then with `validate` raises if the kernel reported a non-finite
+// parameter (reading its flag: a host sync on CUDA); without, those elements give NaN.
 std::tuple<at::Tensor, at::Tensor> mix_logistic_cdf_impl(
     const at::Tensor& x, const at::Tensor& logits, const at::Tensor& means, const at::Tensor& log_scales,
-    bool inverse, double tol, int64_t max_iters, const std::function<void(const MixLogisticParams&)>& launch);
+    bool inverse, double tol, int64_t max_iters, bool validate,
+    const std::function<void(const MixLogisticParams&)>& launch);
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mix_logistic_cdf_backward_impl(
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,

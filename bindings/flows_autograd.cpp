@@ -1,9 +1,9 @@
-// Autograd of affine_coupling, rq_spline and rq_spline_packed in C++, and their eager
-// entry points (pygen._C.<op>). A coupling layer calls one of these per
-// forward on tensors of a few thousand elements, where torch.library's Python autograd
-// (a Python context object and two Python calls per step) and torch.ops' argument boxing
-// cost more than the kernels; here both directions stay in the dispatcher. The backward
-// kernels read the saved inputs only (nothing else is stored), for both devices.
+// Autograd of affine_coupling, affine_coupling_layer, mix_logistic_cdf, rq_spline and
+// rq_spline_packed in C++, and their eager entry points (pygen._C.<op>). A coupling layer calls one of these
+// per forward on tensors of a few thousand elements, where torch.library's Python autograd (a Python context
+// object and two Python calls per step) and torch.ops' argument boxing cost more than the kernels; here both
+// directions stay in the dispatcher. The backward kernels read the saved inputs only (nothing else is
+// stored), for both devices.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -27,6 +27,18 @@ using AffineBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor>(const st
                                                                         const at::Tensor&, const at::Tensor&,
                                                                         const at::Tensor&, const std::string&,
                                                                         std::optional<double>, bool);
+using LayerFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t, int64_t,
+                                                   bool, const std::string&, std::optional<double>, bool);
+using LayerBackwardFn = std::tuple<at::Tensor, at::Tensor>(const std::optional<at::Tensor>&,
+                                                           const std::optional<at::Tensor>&,
+                                                           const at::Tensor&, const at::Tensor&, int64_t,
+                                                           int64_t, bool, const std::string&,
+                                                           std::optional<double>, bool);
+using MixFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                                 const at::Tensor&, bool, double, int64_t, bool);
+using MixBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
+    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+    const at::Tensor&, const at::Tensor&, bool);
 using SplineFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                                     const at::Tensor&, bool, double, bool);
 using SplineBackwardFn = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor>(
@@ -45,6 +57,16 @@ c10::TypedOperatorHandle<Fn> typed_op(const char* name) {
 
 const c10::TypedOperatorHandle<AffineFn>& affine_op() {
   static const auto op = typed_op<AffineFn>("pygen::affine_coupling");
+  return op;
+}
+
+const c10::TypedOperatorHandle<LayerFn>& layer_op() {
+  static const auto op = typed_op<LayerFn>("pygen::affine_coupling_layer");
+  return op;
+}
+
+const c10::TypedOperatorHandle<MixFn>& mix_op() {
+  static const auto op = typed_op<MixFn>("pygen::mix_logistic_cdf");
   return op;
 }
 
@@ -86,6 +108,58 @@ struct AffineCouplingFunction : torch::autograd::Function<AffineCouplingFunction
                 ctx->saved_data["scale_fn"].toStringRef(), ctx->saved_data["clamp"].toOptional<double>(),
                 ctx->saved_data["inverse"].toBool());
     return {gx, gshift, graw, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct AffineCouplingLayerFunction : torch::autograd::Function<AffineCouplingLayerFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& params,
+                               int64_t active_begin, int64_t active, bool interleaved,
+                               const std::string& scale_fn, std::optional<double> clamp, bool inverse) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const at::Tensor xc = x.contiguous(), pc = params.contiguous();
+    auto [y, logdet] = layer_op().call(xc, pc, active_begin, active, interleaved, scale_fn, clamp, inverse);
+    ctx->save_for_backward({xc, pc});
+    ctx->saved_data["active_begin"] = active_begin;
+    ctx->saved_data["active"] = active;
+    ctx->saved_data["interleaved"] = interleaved;
+    ctx->saved_data["scale_fn"] = scale_fn;
+    ctx->saved_data["clamp"] = clamp;
+    ctx->saved_data["inverse"] = inverse;
+    return {y, logdet};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = typed_op<LayerBackwardFn>("pygen::affine_coupling_layer_backward");
+    const variable_list s = ctx->get_saved_variables();
+    auto& d = ctx->saved_data;
+    auto [gx, gparams] =
+        op.call(grad_or_none(grads[0]), grad_or_none(grads[1]), s[0], s[1], d["active_begin"].toInt(),
+                d["active"].toInt(), d["interleaved"].toBool(), d["scale_fn"].toStringRef(),
+                d["clamp"].toOptional<double>(), d["inverse"].toBool());
+    return {gx, gparams, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+struct MixLogisticCdfFunction : torch::autograd::Function<MixLogisticCdfFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& logits,
+                               const at::Tensor& means, const at::Tensor& log_scales, bool inverse,
+                               double tol, int64_t max_iters, bool validate) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const at::Tensor xc = x.contiguous(), lc = logits.contiguous(), mc = means.contiguous(),
+                     sc = log_scales.contiguous();
+    auto [y, logdet] = mix_op().call(xc, lc, mc, sc, inverse, tol, max_iters, validate);
+    // The backward evaluates at the point of x-space: the input, or the inverse's output.
+    ctx->save_for_backward({inverse ? y : xc, lc, mc, sc});
+    ctx->saved_data["inverse"] = inverse;
+    return {y, logdet};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = typed_op<MixBackwardFn>("pygen::mix_logistic_cdf_backward");
+    const variable_list s = ctx->get_saved_variables();
+    auto [gx, glogits, gmeans, gscales] = op.call(grad_or_none(grads[0]), grad_or_none(grads[1]), s[0], s[1],
+                                                  s[2], s[3], ctx->saved_data["inverse"].toBool());
+    return {gx, glogits, gmeans, gscales, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -144,6 +218,23 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_autograd(const at::Tensor& x,
   return {out[0], out[1]};
 }
 
+std::tuple<at::Tensor, at::Tensor> affine_coupling_layer_autograd(
+    const at::Tensor& x, const at::Tensor& params, int64_t active_begin, int64_t active, bool interleaved,
+    const std::string& scale_fn, std::optional<double> clamp, bool inverse) {
+  const variable_list out = AffineCouplingLayerFunction::apply(x, params, active_begin, active, interleaved,
+                                                               scale_fn, clamp, inverse);
+  return {out[0], out[1]};
+}
+
+std::tuple<at::Tensor, at::Tensor> mix_logistic_cdf_autograd(const at::Tensor& x, const at::Tensor& logits,
+                                                             const at::Tensor& means,
+                                                             const at::Tensor& log_scales, bool inverse,
+                                                             double tol, int64_t max_iters, bool validate) {
+  const variable_list out =
+      MixLogisticCdfFunction::apply(x, logits, means, log_scales, inverse, tol, max_iters, validate);
+  return {out[0], out[1]};
+}
+
 std::tuple<at::Tensor, at::Tensor> rq_spline_autograd(const at::Tensor& x, const at::Tensor& widths,
                                                       const at::Tensor& heights,
                                                       const at::Tensor& derivatives, bool inverse,
@@ -168,6 +259,20 @@ std::tuple<at::Tensor, at::Tensor> eager_affine_coupling(const at::Tensor& x, co
   return affine_op().call(x, shift, raw_scale, scale_fn, clamp, inverse);
 }
 
+std::tuple<at::Tensor, at::Tensor> eager_affine_coupling_layer(const at::Tensor& x, const at::Tensor& params,
+                                                               int64_t active_begin, int64_t active,
+                                                               bool interleaved, const std::string& scale_fn,
+                                                               std::optional<double> clamp, bool inverse) {
+  return layer_op().call(x, params, active_begin, active, interleaved, scale_fn, clamp, inverse);
+}
+
+std::tuple<at::Tensor, at::Tensor> eager_mix_logistic_cdf(const at::Tensor& x, const at::Tensor& logits,
+                                                          const at::Tensor& means,
+                                                          const at::Tensor& log_scales, bool inverse,
+                                                          double tol, int64_t max_iters, bool validate) {
+  return mix_op().call(x, logits, means, log_scales, inverse, tol, max_iters, validate);
+}
+
 std::tuple<at::Tensor, at::Tensor> eager_rq_spline(const at::Tensor& x, const at::Tensor& widths,
                                                    const at::Tensor& heights, const at::Tensor& derivatives,
                                                    bool inverse, double tail_bound, bool validate) {
@@ -185,6 +290,10 @@ void bind_flows(pybind11::module_& m) {
   const auto no_gil = pybind11::call_guard<pybind11::gil_scoped_release>();
   m.def("affine_coupling", &eager_affine_coupling, no_gil,
         "Eager pygen::affine_coupling (pygen.ops.affine_coupling calls it).");
+  m.def("affine_coupling_layer", &eager_affine_coupling_layer, no_gil,
+        "Eager pygen::affine_coupling_layer (pygen.ops.affine_coupling_layer calls it).");
+  m.def("mix_logistic_cdf", &eager_mix_logistic_cdf, no_gil,
+        "Eager pygen::mix_logistic_cdf (pygen.ops.mix_logistic_cdf calls it).");
   m.def("rq_spline", &eager_rq_spline, no_gil, "Eager pygen::rq_spline (pygen.ops.rq_spline calls it).");
   m.def("rq_spline_packed", &eager_rq_spline_packed, no_gil,
         "Eager pygen::rq_spline_packed (pygen.ops.rq_spline_packed calls it).");
@@ -192,6 +301,8 @@ void bind_flows(pybind11::module_& m) {
 
 TORCH_LIBRARY_IMPL(pygen, Autograd, m) {
   m.impl("affine_coupling", affine_coupling_autograd);
+  m.impl("affine_coupling_layer", affine_coupling_layer_autograd);
+  m.impl("mix_logistic_cdf", mix_logistic_cdf_autograd);
   m.impl("rq_spline", rq_spline_autograd);
   m.impl("rq_spline_packed", rq_spline_packed_autograd);
 }

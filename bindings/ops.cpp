@@ -65,8 +65,15 @@ TORCH_LIBRARY(pygen, m) {
       "Tensor raw_scale, str scale_fn, float? clamp, bool inverse) -> (Tensor grad_x, Tensor grad_shift, "
       "Tensor grad_raw_scale)");
   m.def(
+      "affine_coupling_layer(Tensor x, Tensor params, int active_begin, int active, bool interleaved, "
+      "str scale_fn, float? clamp, bool inverse) -> (Tensor y, Tensor logabsdet)");
+  m.def(
+      "affine_coupling_layer_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor params, "
+      "int active_begin, int active, bool interleaved, str scale_fn, float? clamp, bool inverse) -> "
+      "(Tensor grad_x, Tensor grad_params)");
+  m.def(
       "mix_logistic_cdf(Tensor x, Tensor logits, Tensor means, Tensor log_scales, bool inverse, float tol, "
-      "int max_iters) -> (Tensor y, Tensor logabsdet)");
+      "int max_iters, bool validate) -> (Tensor y, Tensor logabsdet)");
   m.def(
       "mix_logistic_cdf_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor logits, "
       "Tensor means, Tensor log_scales, bool inverse) -> (Tensor grad_in, Tensor grad_logits, "

@@ -6,6 +6,8 @@ in the same process, reports medians and the ratio baseline/pygen (> 1: pygen is
 faster), and the run is written to ``bench/results/<device>.json`` with a plot beside it.
 """
 
+import ctypes
+import ctypes.util
 import datetime
 import importlib.util
 import json
@@ -66,6 +68,31 @@ def copy_bandwidth(device: str) -> float:
     return 2 * src.numel() / median_seconds(lambda: dst.copy_(src), device, 5)
 
 
+# glibc's malloc adapts its mmap and trim thresholds to the sizes freed so far, so a
+# row's CPU time depended on the rows before it: eager baselines that allocate tensors of
+# a few MB either reused the heap or page-faulted all of it in again on every call (the
+# K=32 mixture forward's baseline: 9300 faults and 2x the time per call from a fresh
+# process, none after a larger buffer had been freed). Fixed thresholds give every row
+# the heap reuse a long-running process settles into.
+MMAP_THRESHOLD = 32 << 20  # glibc's largest dynamic mmap threshold
+TRIM_THRESHOLD = 1 << 30
+
+
+def steady_allocator() -> str:
+    """Pins glibc malloc's mmap and trim thresholds (see above); returns what was done."""
+    name = ctypes.util.find_library("c")
+    try:
+        mallopt = ctypes.CDLL(name).mallopt if name else None
+    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to pin
+        mallopt = None
+    if mallopt is None:
+        return "default"
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (mallopt(m_mmap_threshold, MMAP_THRESHOLD) and mallopt(m_trim_threshold, TRIM_THRESHOLD)):
+        return "default"
+    return f"glibc mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB"
+
+
 def device_name(device: str) -> str:
     """A file-name-safe description of the machine: GPU name, or CPU model and cores."""
     if device.startswith("cuda"):
@@ -113,6 +140,7 @@ def run(
     if device.startswith("cuda") and not pygen.info()["cuda_available"]:
         raise SystemExit("--device cuda needs a GPU and a pygen built with CUDA (see python -m pygen info)")
     repeats = repeats or (5 if quick else 15)
+    allocator = steady_allocator()
     rows = []
     bandwidth = None  # measured at the first row that has a floor
     print(f"{'family':<9} {'case':<36} {'pygen':>9} {'baseline':>20} {'':>9} {'speedup':>8}")
@@ -144,6 +172,7 @@ def run(
         "pygen": pygen.info(),
         "repeats": repeats,
         "copy_bandwidth_gbs": bandwidth and bandwidth / 1e9,
+        "allocator": allocator,
         "rows": rows,
     }
     if save:

@@ -1,6 +1,7 @@
-// Params and CPU entry points of affine_coupling, the elementwise map of affine
-// coupling layers (RealNVP, Glow): y = x * scale + shift, or its inverse, with the
-// per-sample log-determinant summed in the same pass.
+// Params and CPU entry points of affine_coupling and affine_coupling_layer, the map of
+// affine coupling layers (RealNVP, Glow): y = x * scale + shift, or its inverse, with the
+// per-sample log-determinant summed in the same pass; the layer form also copies the
+// untransformed channels and reads shift and raw scale inside the conditioner's output.
 #pragma once
 
 #include <cstdint>
@@ -8,6 +9,7 @@
 
 #include "csrc/common/coupling_math.h"
 #include "csrc/common/dtype.h"
+#include "csrc/common/hd.h"
 
 namespace pygen {
 
@@ -19,30 +21,60 @@ inline int64_t affine_chunks(int64_t numel) {
   return numel == 0 ? 1 : (numel + kAffineChunk - 1) / kAffineChunk;
 }
 
+// Where the map's elements live. x is [batch, channels, inner]; channels
+// [active_begin, active_begin + active) are transformed, the others copied to y unchanged
+// (a coupling layer's passive half, in the same pass). Active element i of a sample
+// (i < numel() = active * inner, channel c = i / inner, position s = i % inner) reads
+// its shift and raw scale at b * param_batch_stride + c * param_channel_stride + s of
+// their pointers: separate [batch, numel] tensors, or two interleaved or stacked channel
+// sets of one conditioner output. Gradients of shift and raw go to the same offsets.
+struct AffineGeometry {
+  int64_t batch;
+  int64_t channels;
+  int64_t active_begin;
+  int64_t active;
+  int64_t inner;
+  int64_t param_batch_stride;
+  int64_t param_channel_stride;
+
+  PYGEN_HD int64_t numel() const { return active * inner; }
+  PYGEN_HD int64_t passive_numel() const { return (channels - active) * inner; }
+  // Offset in x of passive element j of sample b (j < passive_numel()).
+  PYGEN_HD int64_t passive_offset(int64_t b, int64_t j) const {
+    return b * channels * inner + (j < active_begin * inner ? j : j + numel());
+  }
+  // Offset in x of active element i of sample b: the active channels are contiguous.
+  PYGEN_HD int64_t active_offset(int64_t b, int64_t i) const {
+    return b * channels * inner + active_begin * inner + i;
+  }
+  PYGEN_HD int64_t param_offset(int64_t b, int64_t i) const {
+    return b * param_batch_stride + (i / inner) * param_channel_stride + i % inner;
+  }
+};
+
 struct AffineCouplingParams {
   DType dtype;
   ScaleFn scale_fn;
   bool inverse;
   double clamp;  // kExpClamped only: log scale = clamp * tanh(raw / clamp)
-  int64_t batch;
-  int64_t numel;      // per sample
-  const void* x;      // [batch, numel]: the map's input (y for the inverse)
-  const void* shift;  // [batch, numel]
-  const void* raw;    // [batch, numel]: raw_scale
-  void* y;            // [batch, numel]: the map's output
+  AffineGeometry g;
+  const void* x;      // [batch, channels, inner]: the map's input (y for the inverse)
+  const void* shift;  // at g.param_offset
+  const void* raw;    // raw_scale, at g.param_offset
+  void* y;            // x's layout: the map's output, passive channels copied
   void* logdet;       // [batch], float32 (float64 for float64): +-sum log scale
-  void* partial;      // [batch, affine_chunks(numel)] in logdet dtype (chunk sums); null for one chunk
+  void* partial;      // [batch, affine_chunks(g.numel())] in logdet dtype (chunk sums); null for one chunk
 };
 
-// Gradients of the same map: grad_y [batch, numel] and grad_logdet [batch] (either
-// null: zero) to grad_x, grad_shift, grad_raw.
+// Gradients of the same map: grad_y (x's layout) and grad_logdet [batch] (either null:
+// zero) to grad_x (x's layout; passive channels get grad_y), grad_shift and grad_raw
+// (at g.param_offset).
 struct AffineCouplingBackwardParams {
   DType dtype;
   ScaleFn scale_fn;
   bool inverse;
   double clamp;
-  int64_t batch;
-  int64_t numel;
+  AffineGeometry g;
   const void* grad_y;
   const void* grad_logdet;  // logdet dtype
   const void* x;

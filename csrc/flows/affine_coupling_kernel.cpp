@@ -1,8 +1,10 @@
-// CPU kernels of affine_coupling. Compiled once per ISA (PYGEN_CPU_NS). A task is one
-// chunk of one sample; its elements go through a 16-lane loop (the scale functions
-// are branch-free, so it vectorizes), the lanes' log scales summing in 16
+// CPU kernels of affine_coupling (and its layer form). Compiled once per ISA
+// (PYGEN_CPU_NS). A task is one chunk of one sample's transformed elements, or of its
+// copied (passive) ones; transformed elements go through a 16-lane loop (the scale
+// functions are branch-free, so it vectorizes), the lanes' log scales summing in 16
 // accumulators, added up in a fixed order.
 #include <algorithm>
+#include <utility>
 
 #include "csrc/common/parallel_for.h"
 #include "csrc/flows/affine_coupling.h"
@@ -12,6 +14,7 @@ namespace pygen::PYGEN_CPU_NS {
 namespace {
 
 constexpr int kLanes = 16;
+constexpr int64_t kSerialElements = 32768;
 
 // One element: writes y[i], returns its log scale. Forced inline: GCC leaves a lambda
 // with the soft clamp's tanh out of line (called from two loops), and the call then
@@ -28,55 +31,103 @@ inline __attribute__((always_inline)) AccOf<T> forward_at(int64_t i, const T* __
   return s.log_scale;
 }
 
-// One chunk of a sample: y and the chunk's sum of log scales, the lanes' partial sums
-// added in a fixed order. Restrict pointers, as in the backward (no run-time alias checks).
+// One contiguous run of a chunk (within one channel of the conditioner's output): y,
+// its log scales added into the lanes' accumulators. Restrict pointers, as in the
+// backward (no run-time alias checks).
 template <class T, ScaleFn F, bool Inverse>
-AccOf<T> forward_span(int64_t n, const T* __restrict x, const T* __restrict shift, const T* __restrict raw,
-                      T* __restrict y, AccOf<T> clamp, AccOf<T> inv_clamp) {
-  using C = AccOf<T>;
-  C acc[kLanes] = {};
+void forward_span(int64_t n, const T* __restrict x, const T* __restrict shift, const T* __restrict raw,
+                  T* __restrict y, AccOf<T> clamp, AccOf<T> inv_clamp, AccOf<T> (&acc)[kLanes]) {
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes)
     for (int l = 0; l < kLanes; ++l)
       acc[l] += forward_at<T, F, Inverse>(i + l, x, shift, raw, y, clamp, inv_clamp);
   for (int l = 0; i < n; ++i, ++l) acc[l] += forward_at<T, F, Inverse>(i, x, shift, raw, y, clamp, inv_clamp);
-  C sum = 0;
-  for (int l = 0; l < kLanes; ++l) sum += acc[l];
-  return Inverse ? -sum : sum;
+}
+
+// Calls f(i, n) for the runs [i, i + n) of active elements [begin, end) of a sample that
+// lie in one channel (contiguous in x and in the conditioner's output alike).
+template <class Fn>
+void for_each_run(const AffineGeometry& g, int64_t begin, int64_t end, Fn&& f) {
+  for (int64_t i = begin; i < end;) {
+    const int64_t n = std::min(end, (i / g.inner + 1) * g.inner) - i;
+    f(i, n);
+    i += n;
+  }
+}
+
+// The passive elements [begin, end) of sample b: src (grad_y, or x) copied to dst, or
+// zeros for a null src. At most two runs, before and after the active channels.
+template <class T>
+void copy_passive(const AffineGeometry& g, int64_t b, int64_t begin, int64_t end, const T* src, T* dst) {
+  const int64_t split = std::clamp(g.active_begin * g.inner, begin, end);
+  for (auto [j0, j1] : {std::pair{begin, split}, std::pair{split, end}}) {
+    if (j0 == j1) continue;
+    const int64_t o = g.passive_offset(b, j0);
+    if (src)
+      std::copy(src + o, src + o + (j1 - j0), dst + o);
+    else
+      std::fill(dst + o, dst + o + (j1 - j0), from_acc<T>(AccOf<T>(0)));
+  }
+}
+
+// Tasks: [0, batch * chunks) transform one chunk of a sample's active elements, the rest
+// copy one chunk of a sample's passive elements. Calls active(b, begin, end) and
+// passive(b, begin, end) with per-sample element ranges; returns the active chunk count.
+template <class A, class P>
+int64_t for_each_chunk(const AffineGeometry& g, A&& active, P&& passive) {
+  const int64_t chunks = affine_chunks(g.numel());
+  const int64_t pchunks = g.passive_numel() ? affine_chunks(g.passive_numel()) : 0;
+  const int64_t tasks = g.batch * (chunks + pchunks);
+  // Small calls run on the calling thread, as PyTorch's elementwise ops do below 32k
+  // elements: a coupling layer's map at 1k-16k elements costs less than waking a thread.
+  const int64_t per_task = std::max<int64_t>(1, std::min(kAffineChunk, g.numel()));
+  parallel_for(0, tasks, std::max<int64_t>(1, kSerialElements / per_task), [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const bool act = t < g.batch * chunks;
+      const int64_t u = act ? t : t - g.batch * chunks, per = act ? chunks : pchunks;
+      const int64_t b = u / per, begin = (u % per) * kAffineChunk;
+      if (act)
+        active(t, b, begin, std::min(begin + kAffineChunk, g.numel()));
+      else
+        passive(b, begin, std::min(begin + kAffineChunk, g.passive_numel()));
+    }
+  });
+  return chunks;
 }
 
 template <class T, ScaleFn F, bool Inverse>
 void forward(const AffineCouplingParams& p) {
   using C = AccOf<T>;
+  const AffineGeometry& g = p.g;
   const T* x = static_cast<const T*>(p.x);
   const T* shift = static_cast<const T*>(p.shift);
   const T* raw = static_cast<const T*>(p.raw);
   T* y = static_cast<T*>(p.y);
   C* logdet = static_cast<C*>(p.logdet);
   C* partial = static_cast<C*>(p.partial);
-  const int64_t chunks = affine_chunks(p.numel);
   const C clamp = C(p.clamp), inv_clamp = p.clamp > 0 ? C(1.0 / p.clamp) : C(0);
-  parallel_for(0, p.batch * chunks, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / chunks;
-      const int64_t i = b * p.numel + (t % chunks) * kAffineChunk;
-      const int64_t n = std::min(i + kAffineChunk, (b + 1) * p.numel) - i;
-      const C sum = forward_span<T, F, Inverse>(n, x + i, shift + i, raw + i, y + i, clamp, inv_clamp);
-      if (chunks == 1)
-        logdet[b] = sum;
-      else
-        partial[t] = sum;
-    }
-  });
+  const int64_t chunks = for_each_chunk(
+      g,
+      [&](int64_t t, int64_t b, int64_t begin, int64_t end) {
+        C acc[kLanes] = {};
+        for_each_run(g, begin, end, [&](int64_t i, int64_t n) {
+          const int64_t xo = g.active_offset(b, i), po = g.param_offset(b, i);
+          forward_span<T, F, Inverse>(n, x + xo, shift + po, raw + po, y + xo, clamp, inv_clamp, acc);
+        });
+        C sum = 0;
+        for (int l = 0; l < kLanes; ++l) sum += acc[l];
+        (begin == 0 && end == g.numel() ? logdet[b] : partial[t]) = Inverse ? -sum : sum;
+      },
+      [&](int64_t b, int64_t begin, int64_t end) { copy_passive(g, b, begin, end, x, y); });
   if (chunks > 1)
-    for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t b = 0; b < g.batch; ++b) {
       C sum = 0;
       for (int64_t c = 0; c < chunks; ++c) sum += partial[b * chunks + c];
       logdet[b] = sum;
     }
 }
 
-// One span of a sample; restrict pointers, since with seven arrays GCC gives up on
+// One run of a sample; restrict pointers, since with seven arrays GCC gives up on
 // run-time alias checks and would not vectorize. gy null: zero.
 template <class T, ScaleFn F, bool Inverse, bool HasGy>
 void backward_span(int64_t n, const T* __restrict gy, AccOf<T> g_l, const T* __restrict x,
@@ -97,6 +148,7 @@ void backward_span(int64_t n, const T* __restrict gy, AccOf<T> g_l, const T* __r
 template <class T, ScaleFn F, bool Inverse>
 void backward(const AffineCouplingBackwardParams& p) {
   using C = AccOf<T>;
+  const AffineGeometry& g = p.g;
   const T* gy = static_cast<const T*>(p.grad_y);
   const C* gl = static_cast<const C*>(p.grad_logdet);
   const T* x = static_cast<const T*>(p.x);
@@ -105,22 +157,22 @@ void backward(const AffineCouplingBackwardParams& p) {
   T* gx = static_cast<T*>(p.grad_x);
   T* gshift = static_cast<T*>(p.grad_shift);
   T* graw = static_cast<T*>(p.grad_raw);
-  const int64_t chunks = affine_chunks(p.numel);
   const C clamp = C(p.clamp), inv_clamp = p.clamp > 0 ? C(1.0 / p.clamp) : C(0);
-  parallel_for(0, p.batch * chunks, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t b = t / chunks;
-      const int64_t i = b * p.numel + (t % chunks) * kAffineChunk;
-      const int64_t n = std::min(i + kAffineChunk, (b + 1) * p.numel) - i;
-      const C g_l = gl ? gl[b] : C(0);
-      if (gy)
-        backward_span<T, F, Inverse, true>(n, gy + i, g_l, x + i, shift + i, raw + i, gx + i, gshift + i,
-                                           graw + i, clamp, inv_clamp);
-      else
-        backward_span<T, F, Inverse, false>(n, nullptr, g_l, x + i, shift + i, raw + i, gx + i, gshift + i,
-                                            graw + i, clamp, inv_clamp);
-    }
-  });
+  for_each_chunk(
+      g,
+      [&](int64_t, int64_t b, int64_t begin, int64_t end) {
+        const C g_l = gl ? gl[b] : C(0);
+        for_each_run(g, begin, end, [&](int64_t i, int64_t n) {
+          const int64_t xo = g.active_offset(b, i), po = g.param_offset(b, i);
+          if (gy)
+            backward_span<T, F, Inverse, true>(n, gy + xo, g_l, x + xo, shift + po, raw + po, gx + xo,
+                                               gshift + po, graw + po, clamp, inv_clamp);
+          else
+            backward_span<T, F, Inverse, false>(n, nullptr, g_l, x + xo, shift + po, raw + po, gx + xo,
+                                                gshift + po, graw + po, clamp, inv_clamp);
+        });
+      },
+      [&](int64_t b, int64_t begin, int64_t end) { copy_passive(g, b, begin, end, gy, gx); });
 }
 
 }  // namespace

@@ -26,7 +26,7 @@ struct MixLogisticParams {
   const void* log_scales;  // each [n, k]
   void* y;                 // [n]: y, or x for the inverse
   void* logdet;            // [n], float32 (float64 for float64): log |dy/dx| of the map applied
-  int32_t* status;         // kMixNonFinite when a parameter is NaN or +-inf
+  int32_t* status;         // kMixNonFinite when a parameter is NaN or +-inf; null: not checked
 };
 
 // Gradients: grad_y [n] (out's dtype) and grad_logdet [n] (logdet dtype), either null

@@ -26,18 +26,21 @@ class Tile {
   C* weight() { return buf_.data() + 4 * k_ * L; }                   // softmax(logits)
   C* grad(int which) { return buf_.data() + (5 + which) * k_ * L; }  // backward scratch
   C max_log_scale[L];
+  bool finite[L];  // the lane's parameters are all finite
 
   // Elements [i0, i0 + n) (lanes past n repeat the last one); false on a non-finite
   // parameter.
   template <class T>
   bool load(const T* logits, const T* means, const T* log_scales, int64_t i0, int n) {
     C *lw = log_w(), *mu = mean(), *ls = log_scale(), *is = inv_scale();
-    bool ok = true;
+    // Local flags: the member array could alias the buffer for all the compiler knows.
+    bool fin[L];
+    for (int j = 0; j < L; ++j) fin[j] = true;
     for (int64_t c = 0; c < k_; ++c)
       for (int j = 0; j < L; ++j) {
         const int64_t src = (i0 + std::min(j, n - 1)) * k_ + c;
         const C l = to_acc(logits[src]), m = to_acc(means[src]), s = to_acc(log_scales[src]);
-        ok &= finite_c(l) & finite_c(m) & finite_c(s);
+        fin[j] &= finite_c(l) & finite_c(m) & finite_c(s);
         lw[c * L + j] = l, mu[c * L + j] = m, ls[c * L + j] = s;
         is[c * L + j] = exp_c(-s);
       }
@@ -55,6 +58,8 @@ class Tile {
         lw[c * L + j] -= mx[j];  // log softmax
         w[c * L + j] = exp_c(lw[c * L + j]);
       }
+    bool ok = true;
+    for (int j = 0; j < L; ++j) finite[j] = fin[j], ok &= fin[j];
     return ok;
   }
 
@@ -157,19 +162,22 @@ void forward(const MixLogisticParams& p) {
         for (int j = 0; j < n; ++j) {
           // x = +-inf (y = +-inf): the limit of -logdet, max_k log_scale_k.
           const C ld = finite_c(r[j]) ? lF[j] + lG[j] - lf[j] : (r[j] == r[j] ? tile.max_log_scale[j] : r[j]);
-          out[i0 + j] = from_acc<T>(r[j]);
-          logdet[i0 + j] = ld;
+          // Non-finite parameters (unvalidated calls): NaN, whatever the solve gave.
+          out[i0 + j] = from_acc<T>(tile.finite[j] ? r[j] : C(NAN));
+          logdet[i0 + j] = tile.finite[j] ? ld : C(NAN);
         }
       } else {
         tile.eval(v, lF, lG, lf);
         for (int j = 0; j < n; ++j) {
           const bool fin = finite_c(v[j]);
-          out[i0 + j] = from_acc<T>(fin ? lF[j] - lG[j] : v[j]);
-          logdet[i0 + j] = fin ? lf[j] - lF[j] - lG[j] : (v[j] == v[j] ? -tile.max_log_scale[j] : v[j]);
+          const C o = fin ? lF[j] - lG[j] : v[j];
+          const C ld = fin ? lf[j] - lF[j] - lG[j] : (v[j] == v[j] ? -tile.max_log_scale[j] : v[j]);
+          out[i0 + j] = from_acc<T>(tile.finite[j] ? o : C(NAN));
+          logdet[i0 + j] = tile.finite[j] ? ld : C(NAN);
         }
       }
     }
-    if (!ok) __atomic_store_n(p.status, int32_t(kMixNonFinite), __ATOMIC_RELAXED);
+    if (!ok && p.status) __atomic_store_n(p.status, int32_t(kMixNonFinite), __ATOMIC_RELAXED);
   });
 }
 

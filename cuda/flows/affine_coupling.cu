@@ -1,7 +1,8 @@
-// CUDA kernels of affine_coupling. Forward: one block per chunk of a sample (the CPU's
-// chunks), a fixed-order block reduction of the log scales, and with several chunks a
-// second pass adding each sample's chunk sums in order: deterministic, no atomics.
-// Backward: one thread per element.
+// CUDA kernels of affine_coupling (and its layer form). Forward: one block per chunk of
+// a sample's transformed elements (the CPU's chunks), a fixed-order block reduction of
+// the log scales, and with several chunks a second pass adding each sample's chunk sums
+// in order: deterministic, no atomics. Backward: one thread per transformed element.
+// The layer's untransformed channels (x into y, grad_y into grad_x): one more kernel.
 #include <algorithm>
 
 #include "cuda/flows/affine_coupling.h"
@@ -27,6 +28,7 @@ __device__ C block_sum(C v) {
 template <class T, ScaleFn F, bool Inverse>
 __global__ void forward_kernel(AffineCouplingParams p, int64_t chunks) {
   using C = AccOf<T>;
+  const AffineGeometry& g = p.g;
   const T* x = static_cast<const T*>(p.x);
   const T* shift = static_cast<const T*>(p.shift);
   const T* raw = static_cast<const T*>(p.raw);
@@ -34,14 +36,14 @@ __global__ void forward_kernel(AffineCouplingParams p, int64_t chunks) {
   const C clamp = C(p.clamp), inv_clamp = p.clamp > 0 ? C(1.0 / p.clamp) : C(0);
   const int64_t t = blockIdx.x;
   const int64_t b = t / chunks;
-  const int64_t begin = b * p.numel + (t % chunks) * kAffineChunk;
-  const int64_t row_end = (b + 1) * p.numel;
-  const int64_t end = begin + kAffineChunk < row_end ? begin + kAffineChunk : row_end;
+  const int64_t begin = (t % chunks) * kAffineChunk;
+  const int64_t end = begin + kAffineChunk < g.numel() ? begin + kAffineChunk : g.numel();
   C acc = 0;
   for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
-    const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[i]), clamp, inv_clamp);
-    const C v = to_acc(x[i]), sh = to_acc(shift[i]);
-    y[i] = from_acc<T>(Inverse ? (v - sh) * s.factor : v * s.factor + sh);
+    const int64_t xo = g.active_offset(b, i), po = g.param_offset(b, i);
+    const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[po]), clamp, inv_clamp);
+    const C v = to_acc(x[xo]), sh = to_acc(shift[po]);
+    y[xo] = from_acc<T>(Inverse ? (v - sh) * s.factor : v * s.factor + sh);
     acc += s.log_scale;
   }
   const C sum = block_sum(acc);
@@ -60,9 +62,21 @@ __global__ void sum_chunks_kernel(const C* partial, int64_t batch, int64_t chunk
   logdet[b] = sum;
 }
 
+// The untransformed channels: src (x, or grad_y) copied to dst, zeros for a null src.
+template <class T>
+__global__ void copy_passive_kernel(AffineGeometry g, const T* src, T* dst) {
+  const int64_t per = g.passive_numel(), total = g.batch * per;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
+    const int64_t o = g.passive_offset(i / per, i % per);
+    dst[o] = src ? src[o] : from_acc<T>(AccOf<T>(0));
+  }
+}
+
 template <class T, ScaleFn F, bool Inverse>
 __global__ void backward_kernel(AffineCouplingBackwardParams p) {
   using C = AccOf<T>;
+  const AffineGeometry& g = p.g;
   const T* gy = static_cast<const T*>(p.grad_y);
   const C* gl = static_cast<const C*>(p.grad_logdet);
   const T* x = static_cast<const T*>(p.x);
@@ -72,16 +86,18 @@ __global__ void backward_kernel(AffineCouplingBackwardParams p) {
   T* gshift = static_cast<T*>(p.grad_shift);
   T* graw = static_cast<T*>(p.grad_raw);
   const C clamp = C(p.clamp), inv_clamp = p.clamp > 0 ? C(1.0 / p.clamp) : C(0);
-  const int64_t total = p.batch * p.numel;
+  const int64_t per = g.numel(), total = g.batch * per;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[i]), clamp, inv_clamp);
-    const C g = gy ? to_acc(gy[i]) : C(0);
-    const C g_l = gl ? gl[i / p.numel] : C(0);
-    const AffineGrads<C> d = affine_coupling_grads<Inverse>(g, g_l, to_acc(x[i]), to_acc(shift[i]), s);
-    gx[i] = from_acc<T>(d.x);
-    gshift[i] = from_acc<T>(d.shift);
-    graw[i] = from_acc<T>(d.raw);
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total; e += stride) {
+    const int64_t b = e / per, i = e % per;
+    const int64_t xo = g.active_offset(b, i), po = g.param_offset(b, i);
+    const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[po]), clamp, inv_clamp);
+    const C gv = gy ? to_acc(gy[xo]) : C(0);
+    const C g_l = gl ? gl[b] : C(0);
+    const AffineGrads<C> d = affine_coupling_grads<Inverse>(gv, g_l, to_acc(x[xo]), to_acc(shift[po]), s);
+    gx[xo] = from_acc<T>(d.x);
+    gshift[po] = from_acc<T>(d.shift);
+    graw[po] = from_acc<T>(d.raw);
   }
 }
 
@@ -95,29 +111,36 @@ int grid_for(int64_t n) {
 }  // namespace
 
 cudaError_t affine_coupling_cuda(const AffineCouplingParams& p, cudaStream_t stream) {
-  const int64_t chunks = affine_chunks(p.numel);
-  if (p.batch * p.numel == 0) return cudaSuccess;
+  const int64_t chunks = affine_chunks(p.g.numel());
+  if (p.g.batch * p.g.numel() == 0) return cudaSuccess;
   visit_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     using C = AccOf<T>;
     visit_affine_map(p.scale_fn, p.inverse, [&](auto fn, auto inv) {
-      forward_kernel<T, fn(), inv()><<<unsigned(p.batch * chunks), kThreads, 0, stream>>>(p, chunks);
+      forward_kernel<T, fn(), inv()><<<unsigned(p.g.batch * chunks), kThreads, 0, stream>>>(p, chunks);
     });
     if (chunks > 1)
-      sum_chunks_kernel<C><<<unsigned((p.batch + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-          static_cast<const C*>(p.partial), p.batch, chunks, static_cast<C*>(p.logdet));
+      sum_chunks_kernel<C><<<unsigned((p.g.batch + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+          static_cast<const C*>(p.partial), p.g.batch, chunks, static_cast<C*>(p.logdet));
+    if (p.g.passive_numel() > 0)
+      copy_passive_kernel<T><<<grid_for(p.g.batch * p.g.passive_numel()), kThreads, 0, stream>>>(
+          p.g, static_cast<const T*>(p.x), static_cast<T*>(p.y));
   });
   return cudaGetLastError();
 }
 
 cudaError_t affine_coupling_backward_cuda(const AffineCouplingBackwardParams& p, cudaStream_t stream) {
-  const int64_t total = p.batch * p.numel;
+  const int64_t total = p.g.batch * p.g.numel();
   if (total == 0) return cudaSuccess;
   const int grid = grid_for(total);
   visit_dtype(p.dtype, [&](auto tag) {
+    using T = decltype(tag);
     visit_affine_map(p.scale_fn, p.inverse, [&](auto fn, auto inv) {
-      backward_kernel<decltype(tag), fn(), inv()><<<grid, kThreads, 0, stream>>>(p);
+      backward_kernel<T, fn(), inv()><<<grid, kThreads, 0, stream>>>(p);
     });
+    if (p.g.passive_numel() > 0)
+      copy_passive_kernel<T><<<grid_for(p.g.batch * p.g.passive_numel()), kThreads, 0, stream>>>(
+          p.g, static_cast<const T*>(p.grad_y), static_cast<T*>(p.grad_x));
   });
   return cudaGetLastError();
 }

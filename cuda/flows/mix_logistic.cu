@@ -83,7 +83,7 @@ __global__ void forward_kernel(MixLogisticParams p) {
     const int64_t o = i * p.k;
     const Mixture<T> mix(static_cast<const T*>(p.logits) + o, static_cast<const T*>(p.means) + o,
                          static_cast<const T*>(p.log_scales) + o, p.k);
-    if (!mix.finite) atomicOr(p.status, int32_t(kMixNonFinite));
+    if (!mix.finite && p.status) atomicOr(p.status, int32_t(kMixNonFinite));
     const C v = to_acc(static_cast<const T*>(p.x)[i]);
     C out, ld;
     if (p.inverse) {
@@ -95,8 +95,9 @@ __global__ void forward_kernel(MixLogisticParams p) {
     } else {
       out = v, ld = v == v ? -mix.max_log_scale : v;  // the limits at +-inf
     }
-    static_cast<T*>(p.y)[i] = from_acc<T>(out);
-    static_cast<C*>(p.logdet)[i] = ld;
+    // Non-finite parameters (unvalidated calls): NaN, whatever the evaluation gave.
+    static_cast<T*>(p.y)[i] = from_acc<T>(mix.finite ? out : C(NAN));
+    static_cast<C*>(p.logdet)[i] = mix.finite ? ld : C(NAN);
   }
 }
 

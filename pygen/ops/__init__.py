@@ -1,7 +1,13 @@
 """Documented wrappers of the ``torch.ops.pygen`` ops, and their pure-PyTorch references."""
 
 from pygen.ops.attention import attention
-from pygen.ops.flows import affine_coupling, mix_logistic_cdf, rq_spline, rq_spline_packed
+from pygen.ops.flows import (
+    affine_coupling,
+    affine_coupling_layer,
+    mix_logistic_cdf,
+    rq_spline,
+    rq_spline_packed,
+)
 from pygen.ops.masked_diffusion import (
     first_hitting_time,
     unmask_ancestral,
@@ -14,6 +20,7 @@ from pygen.ops.solvers import solver_update
 
 __all__ = [
     "affine_coupling",
+    "affine_coupling_layer",
     "attention",
     "first_hitting_time",
     "mix_logistic_cdf",

@@ -1,12 +1,13 @@
 """Elementwise transforms of normalizing-flow coupling layers, with fused log-determinants.
 
-``affine_coupling`` is the map of RealNVP / Glow affine couplings; ``rq_spline`` the
+``affine_coupling`` is the map of RealNVP / Glow affine couplings (``affine_coupling_layer``
+the whole layer's split, map and merge in one pass); ``rq_spline`` the
 rational-quadratic spline of Neural Spline Flows (``rq_spline_packed`` with its
 parameters in one tensor); ``mix_logistic_cdf`` Flow++'s
 logistic-mixture CDF transform. All run forward and inverse on CPU and
 CUDA, and are differentiable in every tensor input through registered backward kernels
-(the affine map's and the spline's autograd in C++, bindings/flows_autograd.cpp:
-a coupling layer's per-call cost at small sizes is mostly this glue).
+(autograd in C++, bindings/flows_autograd.cpp: a coupling layer's per-call cost at small
+sizes is mostly this glue).
 """
 
 import torch
@@ -60,6 +61,60 @@ def affine_coupling(
     return op(x, shift, raw_scale, scale_fn, None if clamp is None else float(clamp), bool(inverse))
 
 
+def affine_coupling_layer(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    active_begin: int,
+    active: int,
+    *,
+    interleaved: bool = True,
+    scale_fn: str = "exp",
+    clamp: float | None = None,
+    inverse: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole affine coupling layer's map: channels ``[active_begin, active_begin +
+    active)`` of ``x`` go through :func:`affine_coupling` with shift and raw scale read
+    in place from the conditioner's output ``params``; the other channels are copied.
+
+    Equal to splitting ``x`` and ``params``, calling :func:`affine_coupling` and
+    concatenating, without the copies: one pass writes all of ``y``, and the backward
+    writes ``x``'s gradient whole and ``params``' gradient in its own layout.
+
+    Args:
+        x: ``[B, C, ...]``, float32, float64, float16 or bfloat16. With ``inverse=True``
+            this is the ``y`` to invert.
+        params: ``[B, 2 * active, ...]`` (x's other dims), x's dtype and device.
+            ``interleaved=True``: shift of active channel ``c`` at channel ``2c``, raw
+            scale at ``2c + 1`` (a ``[B, active, 2, ...]`` view's order, normflows' and
+            Glow's ``h[:, 0::2], h[:, 1::2]``); False: shift ``params[:, :active]``, raw
+            scale ``params[:, active:]``.
+        active_begin, active: the transformed channels, ``active >= 1``,
+            ``active_begin + active <= C``.
+        scale_fn, clamp, inverse: as :func:`affine_coupling`.
+
+    Returns:
+        ``(y, logabsdet)``: y of x's shape and dtype; logabsdet ``[B]``, float32 (float64
+        for float64 x), summed over the transformed elements.
+    """
+    _check_tensors(x=x, params=params)
+    if scale_fn not in SCALE_FNS:
+        raise ValueError(f"scale_fn must be 'exp' or 'sigmoid', got {scale_fn!r}")
+    for name, v in (("active_begin", active_begin), ("active", active)):
+        if not isinstance(v, int):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    op = torch.ops.pygen.affine_coupling_layer if torch.compiler.is_compiling() else _C.affine_coupling_layer
+    return op(
+        x,
+        params,
+        active_begin,
+        active,
+        bool(interleaved),
+        scale_fn,
+        None if clamp is None else float(clamp),
+        bool(inverse),
+    )
+
+
 def mix_logistic_cdf(
     x: torch.Tensor,
     logits: torch.Tensor,
@@ -69,6 +124,7 @@ def mix_logistic_cdf(
     inverse: bool = False,
     tol: float | None = None,
     max_iters: int = 100,
+    validate: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Flow++'s elementwise transform ``y = logit F(x)``, or its inverse, with ``log |dy/dx|``.
 
@@ -89,11 +145,15 @@ def mix_logistic_cdf(
         x: any shape ``[...]``, float32, float64, float16 or bfloat16 (16-bit inputs
             compute in float32). With ``inverse=True`` this is the ``y`` to invert.
         logits, means, log_scales: ``[..., K]`` (x's shape plus the components), x's
-            dtype and device; must be finite (NaN or inf raise).
+            dtype and device; must be finite.
         inverse: compute ``x = F^{-1}(sigmoid(y))``.
         tol: the inverse's tolerance, relative above 1 and absolute below; default
             ``1e-6`` (float32 and 16-bit) or ``1e-12`` (float64).
         max_iters: the inverse's iteration cap.
+        validate: raise ``ValueError`` when a parameter is NaN or infinite. The kernel
+            writes a flag that is read back: on CUDA a host synchronization per call.
+            With False the affected elements give NaN instead (what the flow layers do
+            on GPU unless ``pygen.nn.flows.set_debug_checks`` is on).
 
     Returns:
         ``(y, logabsdet)``, both of x's shape: y in x's dtype, logabsdet
@@ -101,17 +161,15 @@ def mix_logistic_cdf(
         inverse), float32 (float64 for float64 x). At ``x = +-inf`` the forward gives
         ``y = +-inf`` and logabsdet's limit ``-max_k log_scales_k``.
 
-    Checking the parameters' finiteness reads a flag the kernel writes: on CUDA that is
-    a host synchronization per call.
+    Differentiable in ``x``, ``logits``, ``means`` and ``log_scales`` in both directions.
     """
     _check_tensors(x=x, logits=logits, means=means, log_scales=log_scales)
     if tol is None:
         tol = 1e-12 if x.dtype == torch.float64 else 1e-6
     if not isinstance(max_iters, int):
         raise TypeError(f"max_iters must be an int, got {type(max_iters).__name__}")
-    return torch.ops.pygen.mix_logistic_cdf(
-        x, logits, means, log_scales, bool(inverse), float(tol), max_iters
-    )
+    op = torch.ops.pygen.mix_logistic_cdf if torch.compiler.is_compiling() else _C.mix_logistic_cdf
+    return op(x, logits, means, log_scales, bool(inverse), float(tol), max_iters, bool(validate))
 
 
 def rq_spline(
@@ -212,32 +270,26 @@ def _affine_coupling_backward_fake(grad_y, grad_logdet, x, shift, raw_scale, sca
     return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
 
 
+@torch.library.register_fake("pygen::affine_coupling_layer")
+def _affine_coupling_layer_fake(x, params, active_begin, active, interleaved, scale_fn, clamp, inverse):
+    return x.new_empty(x.shape), x.new_empty(x.shape[:1], dtype=_logdet_dtype(x))
+
+
+@torch.library.register_fake("pygen::affine_coupling_layer_backward")
+def _affine_coupling_layer_backward_fake(
+    grad_y, grad_logdet, x, params, active_begin, active, interleaved, scale_fn, clamp, inverse
+):
+    return x.new_empty(x.shape), x.new_empty(params.shape)
+
+
 @torch.library.register_fake("pygen::mix_logistic_cdf")
-def _mix_logistic_cdf_fake(x, logits, means, log_scales, inverse, tol, max_iters):
+def _mix_logistic_cdf_fake(x, logits, means, log_scales, inverse, tol, max_iters, validate):
     return torch.empty_like(x), torch.empty_like(x, dtype=_logdet_dtype(x))
 
 
 @torch.library.register_fake("pygen::mix_logistic_cdf_backward")
 def _mix_logistic_cdf_backward_fake(grad_y, grad_logdet, x, logits, means, log_scales, inverse):
     return (torch.empty_like(x),) + tuple(torch.empty_like(logits) for _ in range(3))
-
-
-def _mix_setup_context(ctx, inputs, output):
-    x, logits, means, log_scales, inverse, _tol, _max_iters = inputs
-    ctx.inverse = inverse
-    # The backward evaluates at the point of x-space: the input, or the inverse's output.
-    ctx.save_for_backward(output[0] if inverse else x, logits, means, log_scales)
-
-
-def _mix_backward(ctx, grad_y, grad_logdet):
-    point, logits, means, log_scales = ctx.saved_tensors
-    grads = torch.ops.pygen.mix_logistic_cdf_backward(
-        grad_y, grad_logdet, point, logits, means, log_scales, ctx.inverse
-    )
-    return (*grads, None, None, None)
-
-
-torch.library.register_autograd("pygen::mix_logistic_cdf", _mix_backward, setup_context=_mix_setup_context)
 
 
 @torch.library.register_fake("pygen::rq_spline")

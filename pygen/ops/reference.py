@@ -292,6 +292,21 @@ def affine_coupling(x, shift, raw_scale, scale_fn="exp", clamp=None, inverse=Fal
     return x * torch.exp(log_scale) + shift, logdet
 
 
+def affine_coupling_layer(
+    x, params, active_begin, active, interleaved=True, scale_fn="exp", clamp=None, inverse=False
+):
+    """``pygen.ops.affine_coupling_layer`` in float64: split, :func:`affine_coupling`,
+    concatenate; ``(y, logabsdet)``."""
+    x, params = x.double(), params.double()
+    if interleaved:
+        shift, raw = params[:, 0::2], params[:, 1::2]
+    else:
+        shift, raw = params[:, :active], params[:, active:]
+    before, middle, after = x.split([active_begin, active, x.shape[1] - active_begin - active], 1)
+    y, logdet = affine_coupling(middle, shift, raw, scale_fn, clamp, inverse)
+    return torch.cat([before, y, after], 1), logdet
+
+
 def mix_logistic_cdf(x, logits, means, log_scales, dtype=torch.float64):
     """``pygen.ops.mix_logistic_cdf`` forward in ``dtype``, in log space: ``(y, logabsdet)``."""
     x, logits, means, log_scales = (t.to(dtype) for t in (x, logits, means, log_scales))

@@ -161,12 +161,34 @@ def test_infinities(device):
 
 
 @pytest.mark.parametrize("inverse", [False, True])
-def test_opcheck(device, inverse):
+@pytest.mark.parametrize("validate", [True, False])
+def test_opcheck(device, inverse, validate):
     x, logits, means, log_scales = _params((2, 5), 3, torch.float32, device, seed=7)
     opcheck(
         torch.ops.pygen.mix_logistic_cdf,
-        (x.requires_grad_(), logits.requires_grad_(), means, log_scales, inverse, 1e-6, 100),
+        (x.requires_grad_(), logits.requires_grad_(), means, log_scales, inverse, 1e-6, 100, validate),
     )
+
+
+@pytest.mark.parametrize("inverse", [False, True])
+def test_unvalidated_bad_parameters_give_nan(device, inverse):
+    # validate=False (the flow layers on GPU without debug checks): no flag read back,
+    # no error; the elements whose parameters are not finite come out NaN, the others
+    # as with validation.
+    x, logits, means, log_scales = _params((3, 4), 3, torch.float32, device, seed=11)
+    bad_means = means.clone()
+    bad_means[1, 2, 0] = float("nan")
+    bad_scales = log_scales.clone()
+    bad_scales[2, 0, 1] = float("inf")
+    y, ld = pygen.ops.mix_logistic_cdf(x, logits, bad_means, bad_scales, inverse=inverse, validate=False)
+    y_ok, ld_ok = pygen.ops.mix_logistic_cdf(x, logits, means, log_scales, inverse=inverse)
+    bad = torch.zeros(3, 4, dtype=torch.bool, device=device)
+    bad[1, 2] = bad[2, 0] = True
+    assert y[bad].isnan().all() and ld[bad].isnan().all()
+    torch.testing.assert_close(y[~bad], y_ok[~bad], rtol=0, atol=0)
+    torch.testing.assert_close(ld[~bad], ld_ok[~bad], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="must be finite"):
+        pygen.ops.mix_logistic_cdf(x, logits, bad_means, log_scales, inverse=inverse)
 
 
 def test_compiles():

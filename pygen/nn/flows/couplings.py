@@ -14,13 +14,14 @@ import torch
 from torch import nn
 
 from pygen.nn.flows.base import checks_input, conditioner, logdet_dtype
-from pygen.ops.flows import affine_coupling, mix_logistic_cdf, rq_spline_packed
+from pygen.ops.flows import affine_coupling, affine_coupling_layer, mix_logistic_cdf, rq_spline_packed
 
 
 class _Coupling(nn.Module):
     """The split, the conditioner and the merge; subclasses give ``params_per_element``
     and the elementwise transform ``_transform(x, params, inverse) -> (y, logdet [B])``,
-    with ``params`` ``[B, C_b, P, ...]`` (a view of the network's output)."""
+    with ``params`` ``[B, C_b, P, ...]`` (a view of the network's output), or replace
+    ``forward`` and ``inverse`` with a fused op (:class:`AffineCoupling`)."""
 
     params_per_element: int
 
@@ -35,10 +36,13 @@ class _Coupling(nn.Module):
         self.active = channels - self.passive
         self.net = conditioner(self.passive, self.active * self.params_per_element, hidden, conv)
 
-    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _check(self, x: torch.Tensor) -> None:
         if x.dim() != (4 if self.conv else 2) or x.shape[1] != self.channels:
             expected = "[B, C, H, W]" if self.conv else "[B, C]"
             raise ValueError(f"x must be {expected} with C = {self.channels}, got {tuple(x.shape)}")
+
+    def _split(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
         # One split rather than two slices: its backward concatenates the halves' gradients,
         # where each slice's would fill a zero tensor of x's size and the two would be summed.
         if self.parity:
@@ -89,11 +93,30 @@ class AffineCoupling(_Coupling):
             raise ValueError(f"scale_fn must be 'exp' or 'sigmoid', got {scale_fn!r}")
         self.scale_fn, self.clamp = scale_fn, clamp if scale_fn == "exp" else None
 
-    def _transform(self, x, params, inverse):
-        # Views: the op copies them contiguous outside autograd, and the backward of the
-        # unbind stacks the two gradients straight into the network output's layout.
-        shift, raw = params.unbind(2)
-        return affine_coupling(x, shift, raw, scale_fn=self.scale_fn, clamp=self.clamp, inverse=inverse)
+    def _couple(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        # No split, merge or slices of the network output: the op reads the active
+        # channels and the interleaved shift / raw scale in place, copies the passive
+        # channels into y, and its backward writes x's and the output's gradients whole.
+        self._check(x)
+        active_begin = 0 if self.parity else self.passive
+        passive = x.narrow(1, self.active if self.parity else 0, self.passive)
+        return affine_coupling_layer(
+            x,
+            self.net(passive),
+            active_begin,
+            self.active,
+            scale_fn=self.scale_fn,
+            clamp=self.clamp,
+            inverse=inverse,
+        )
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` -> ``(y, logdet [B])``."""
+        return self._couple(x, inverse=False)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` -> ``x``."""
+        return self._couple(y, inverse=True)[0]
 
 
 class SplineCoupling(_Coupling):
@@ -158,10 +181,11 @@ class MixLogisticCoupling(_Coupling):
         params = params.movedim(2, -1)
         logits, means, log_scales = (params[..., i * k : (i + 1) * k].contiguous() for i in range(3))
         shift, raw = params[..., 3 * k].contiguous(), params[..., 3 * k + 1].contiguous()
+        validate = checks_input(x)
         if inverse:
             u, ld_affine = affine_coupling(x, shift, raw, clamp=self.clamp, inverse=True)
-            y, ld_mix = mix_logistic_cdf(u, logits, means, log_scales, inverse=True)
+            y, ld_mix = mix_logistic_cdf(u, logits, means, log_scales, inverse=True, validate=validate)
         else:
-            u, ld_mix = mix_logistic_cdf(x, logits, means, log_scales)
+            u, ld_mix = mix_logistic_cdf(x, logits, means, log_scales, validate=validate)
             y, ld_affine = affine_coupling(u, shift, raw, clamp=self.clamp)
         return y, ld_affine + ld_mix.to(logdet_dtype(x)).flatten(1).sum(1)
