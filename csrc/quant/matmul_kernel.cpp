@@ -504,7 +504,8 @@ PYGEN_BF16 void decode_panel(const QuantWeight& w, const float* base, int64_t n0
     if (L == QuantLayout::kNibbles && w.group < kChunk) {  // groups of 32 or 64: 4 or 2 a chunk
       const int shift = w.group == 32 ? 0 : 1;             // block -> group
       for (; k < whole; k += kChunk) {
-        const int64_t b = k / kNibbleBlock, g[4] = {b >> shift, (b + 1) >> shift, (b + 2) >> shift, (b + 3) >> shift};
+        const int64_t b = k / kNibbleBlock,
+                      g[4] = {b >> shift, (b + 1) >> shift, (b + 2) >> shift, (b + 3) >> shift};
         decode_chunk_groups(row + k / 2, bf16_table(base, z[g[0]], s[g[0]], z[g[1]], s[g[1]]),
                             bf16_table(base, z[g[2]], s[g[2]], z[g[3]], s[g[3]]), out + k);
       }
