@@ -432,41 +432,30 @@ inline void group_params(const QuantWeight& w, int64_t n, int64_t g0, int count,
   _mm512_storeu_ps(z, zv);
 }
 
-// The panels use their own column order: a 64-byte chunk of a packed row (128 int4 /
-// mxfp4 codes, 256 ternary ones) is read as 32 words, word i holding bytes 2i and 2i + 1,
-// and vector f of the chunk's decoded columns is code field f of every word (bits 4f..
-// 4f + 3 of a nibble word, 2f..2f + 1 of a crumb word), looked up by one vpermw on the
-// word shifted right: one load and a shift per 32 codes, against a widening load, a shift
-// and an insert in element order. x's columns are copied into the same order (see
-// matmul_bf16), so each dot product meets the same pairs; only the order in which the
-// products are summed differs from element order. Columns past the last whole chunk of a
-// panel keep element order.
-template <QuantLayout L>
-constexpr int kChunkElems = L == QuantLayout::kNibbles ? 128 : 256;
+// Groups of 32 or 64 (int4, mxfp4) are decoded in their own column order, which halves
+// the cost of the per-group tables and the index arithmetic: a 64-byte chunk of a packed
+// row (128 codes, 2 or 4 groups) is read as 32 words, word i holding bytes 2i and 2i + 1,
+// and vector f of the chunk's decoded columns is nibble f of every word, looked up by one
+// two-register word permute (vpermt2w) on the word shifted right. x's columns are copied
+// into the same order (see matmul_bf16), so every weight still meets its own x; only the
+// order in which the products are summed differs from element order. Columns after a
+// panel's last whole chunk, and larger groups and ternary weights (one table for a
+// chunk or more, where chunks measured no faster), keep element order.
+constexpr int kChunk = 128;
+
+// Whether decode_panel reads w in chunk order.
+inline bool chunked(const QuantWeight& w) { return w.format != QuantFormat::kTernary && w.group < kChunk; }
 
 // Element (within its chunk) of the chunk's decoded column p.
-template <QuantLayout L>
 constexpr int chunk_element(int p) {
-  const int f = p / 32, i = p % 32, byte = 2 * (i % 8);  // field, word, the word's first byte in its block
-  return L == QuantLayout::kNibbles ? (i / 8) * kNibbleBlock + byte + (f & 1) * 16 + (f >> 1)
-                                    : (i / 8) * kCrumbBlock + byte + (f & 3) * 16 + (f >> 2);
+  const int f = p / 32, i = p % 32;  // nibble of the word, word
+  return (i / 8) * kNibbleBlock + 2 * (i % 8) + (f & 1) * 16 + (f >> 1);
 }
 
-// Decodes a chunk into out [kChunkElems / 32 vectors] through a 32-entry table: the
-// index bits above a code's field hold the next field's bits, so the table repeats
-// every 16 entries (nibbles, the Lut twice) or 4 (crumbs: ternary's c & 3 table).
-template <QuantLayout L>
-inline __attribute__((always_inline)) void decode_chunk(const uint8_t* p, __m512i t, uint16_t* out) {
-  constexpr int kBits = L == QuantLayout::kNibbles ? 4 : 2, kVecs = kChunkElems<L> / 32;
-  const __m512i v = _mm512_loadu_si512(p);
-#pragma GCC unroll 8
-  for (int f = 0; f < kVecs; ++f)
-    _mm512_storeu_si512(out + f * 32, _mm512_permutexvar_epi16(_mm512_srli_epi16(v, f * kBits), t));
-}
-
-// decode_chunk for groups of 32 or 64 (int4, mxfp4): 32-byte block b of the chunk has
-// its own 16 entries, b of the 64-entry table [lo, hi]. Bits 4-5 of an index select the
-// block (words 8b..8b + 7 come from block b), set over the next field's bits.
+// Decodes a chunk (groups of 32 or 64) into out [4 vectors of 32]: 16-byte block b of the
+// chunk has its own 16 table entries, b of the 64-entry table [lo, hi] (a group of 64:
+// the same 16 twice). Bits 4-5 of an index pick the block (words 8b..8b + 7 come from
+// block b), set over the next field's bits by one ternary-logic select.
 inline __attribute__((always_inline)) void decode_chunk_groups(const uint8_t* p, __m512i lo, __m512i hi,
                                                                uint16_t* out) {
   const __m512i v = _mm512_loadu_si512(p);
@@ -486,13 +475,13 @@ PYGEN_BF16 inline __m512i bf16_table(const float* base, float za, float sa, floa
 }
 
 // Decodes rows n0..n0+rows, columns k0..k1 of W into dst [rows, k1 - k0] as bfloat16, in
-// the chunk order above.
+// chunk order where chunked(w), else in element order.
 template <QuantLayout L>
 PYGEN_BF16 void decode_panel(const QuantWeight& w, const float* base, int64_t n0, int64_t rows, int64_t k0,
                              int64_t k1, uint16_t* dst) {
-  constexpr int kChunk = kChunkElems<L>, kVecs = kBlockElems<L> / 32;
+  constexpr int kVecs = kBlockElems<L> / 32;
   static_assert(kCols / kNibbleBlock <= 16, "group_params reads at most 16 groups");
-  static_assert(kCols % 256 == 0, "panels hold whole chunks");
+  static_assert(kCols % kChunk == 0, "panels hold whole chunks");
   const int64_t row_bytes = weight_row_bytes(w), cols = k1 - k0, whole = cols / kChunk * kChunk;
   const int64_t g0 = k0 / w.group, count = (k1 - 1) / w.group + 1 - g0;
   for (int64_t r = 0; r < rows; ++r) {
@@ -501,32 +490,24 @@ PYGEN_BF16 void decode_panel(const QuantWeight& w, const float* base, int64_t n0
     float s[16], z[16];
     group_params(w, n0 + r, g0, int(count), s, z);
     int64_t k = 0;
-    if (L == QuantLayout::kNibbles && w.group < kChunk) {  // groups of 32 or 64: 4 or 2 a chunk
-      const int shift = w.group == 32 ? 0 : 1;             // block -> group
+    if (chunked(w)) {
+      const int shift = w.group == 32 ? 0 : 1;  // block -> group
       for (; k < whole; k += kChunk) {
-        const int64_t b = k / kNibbleBlock,
-                      g[4] = {b >> shift, (b + 1) >> shift, (b + 2) >> shift, (b + 3) >> shift};
+        const int64_t b = k / kNibbleBlock;
+        const int64_t g[4] = {b >> shift, (b + 1) >> shift, (b + 2) >> shift, (b + 3) >> shift};
         decode_chunk_groups(row + k / 2, bf16_table(base, z[g[0]], s[g[0]], z[g[1]], s[g[1]]),
                             bf16_table(base, z[g[2]], s[g[2]], z[g[3]], s[g[3]]), out + k);
       }
-    } else {
-      int64_t g = -1, next = 0;  // the table's group, and the column where the next one starts
-      __m512i t = _mm512_setzero_si512();
-      for (; k < whole; k += kChunk) {
-        if (k0 + k >= next) {
-          ++g;
-          next = (g0 + g + 1) * w.group;
-          t = bf16_table(base, z[g], s[g], z[g], s[g]);
-        }
-        decode_chunk<L>(row + k / kBlockElems<L> * 16, t, out + k);
-      }
     }
-    for (; k < cols; k += kBlockElems<L>) {  // element order
-      const int64_t g = (k0 + k) / w.group - g0;
-      __m512i wv[kVecs];
-      decode_block_bf16<L>(row + k / kBlockElems<L> * 16, bf16_table(base, z[g], s[g], z[g], s[g]), wv);
+    for (int64_t g = (k0 + k) / w.group - g0; k < cols; ++g) {  // element order, a table a group
+      const int64_t end = std::min(cols, (g0 + g + 1) * w.group - k0);
+      const __m512i t = bf16_table(base, z[g], s[g], z[g], s[g]);
+      for (; k < end; k += kBlockElems<L>) {
+        __m512i wv[kVecs];
+        decode_block_bf16<L>(row + k / kBlockElems<L> * 16, t, wv);
 #pragma GCC unroll 2
-      for (int v = 0; v < kVecs; ++v) _mm512_storeu_si512(out + k + v * 32, wv[v]);
+        for (int v = 0; v < kVecs; ++v) _mm512_storeu_si512(out + k + v * 32, wv[v]);
+      }
     }
   }
 }
@@ -617,32 +598,27 @@ void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* xb, const BFloat
   }
 }
 
-// Copies a chunk of x's columns into decode_panel's order: output vector f, lanes of
-// block b (8 words each), gathered by one masked word permute from the 32 columns that
-// hold them.
-template <QuantLayout L>
+// Copies a chunk of x's columns into decode_panel's order: the 8 words of block b of
+// output vector f come from x's vector b, by one masked word permute.
 void chunk_order(const uint16_t* src, uint16_t* dst) {
-  constexpr int kVecs = kChunkElems<L> / 32;
   struct Order {
-    __m512i idx[kVecs];
-    int from[kVecs][4];  // vector of src that block b of vector f reads
+    __m512i idx[4];
     Order() {
-      for (int f = 0; f < kVecs; ++f) {
+      for (int f = 0; f < 4; ++f) {
         alignas(64) uint16_t i[32];
-        for (int l = 0; l < 32; ++l) i[l] = uint16_t(chunk_element<L>(f * 32 + l) % 32);
+        for (int l = 0; l < 32; ++l) i[l] = uint16_t(chunk_element(f * 32 + l) % 32);
         idx[f] = _mm512_load_si512(i);
-        for (int b = 0; b < 4; ++b) from[f][b] = chunk_element<L>(f * 32 + b * 8) / 32;
       }
     }
   };
   static const Order order;
-#pragma GCC unroll 8
-  for (int f = 0; f < kVecs; ++f) {
+#pragma GCC unroll 4
+  for (int f = 0; f < 4; ++f) {
     __m512i v = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int b = 0; b < 4; ++b)
       v = _mm512_mask_permutexvar_epi16(v, __mmask32(0xffu) << (8 * b), order.idx[f],
-                                        _mm512_loadu_si512(src + 32 * order.from[f][b]));
+                                        _mm512_loadu_si512(src + 32 * b));
     _mm512_storeu_si512(dst + f * 32, v);
   }
 }
@@ -656,18 +632,13 @@ bool matmul_bf16(const QuantMatmulParams& p) {
   const int64_t M = p.M, K = w.K;
   const auto* x = static_cast<const uint16_t*>(p.x);
   std::vector<uint16_t> xb(M * K);
-  const int64_t chunk = w.format == QuantFormat::kTernary ? kChunkElems<QuantLayout::kCrumbs>
-                                                          : kChunkElems<QuantLayout::kNibbles>;
+  const int64_t chunk = chunked(w) ? kChunk : 0;
   for (int64_t k0 = 0; k0 < K; k0 += kCols) {
-    const int64_t width = std::min(K - k0, kCols), whole = width / chunk * chunk;
+    const int64_t width = std::min(K - k0, kCols), whole = chunk ? width / chunk * chunk : 0;
     for (int64_t m = 0; m < M; ++m) {
       const uint16_t* src = x + m * K + k0;
       uint16_t* dst = xb.data() + M * k0 + m * width;
-      for (int64_t k = 0; k < whole; k += chunk)
-        if (w.format == QuantFormat::kTernary)
-          chunk_order<QuantLayout::kCrumbs>(src + k, dst + k);
-        else
-          chunk_order<QuantLayout::kNibbles>(src + k, dst + k);
+      for (int64_t k = 0; k < whole; k += chunk) chunk_order(src + k, dst + k);
       std::copy_n(src + whole, width - whole, dst + whole);
     }
   }

@@ -91,17 +91,16 @@ def test_bf16_every_m_every_format(torch_seed, device, fmt, opts):
     [
         ("int4", dict(group_size=32, symmetric=False), 672),  # 512 + one chunk of 128 + 32
         ("int4", dict(group_size=64), 704),  # 512 + 128 + 64
-        ("int4", dict(group_size=128, symmetric=False), 1152),  # two blocks of 512 + 128
         ("mxfp4", {}, 608),  # 512 + 96, no whole chunk
-        ("ternary", {}, 1216),  # two blocks of 512 (chunks of 256) + 192
-        ("ternary", dict(per_channel=False), 64),  # less than a chunk
+        ("int4", dict(group_size=128, symmetric=False), 1152),  # element order
+        ("ternary", dict(per_channel=False), 64),  # element order, less than a block of 512
     ],
 )
 def test_bf16_chunk_order_and_tails(torch_seed, device, fmt, opts, k):
-    # The CPU bfloat16 GEMM decodes whole 64-byte chunks of a packed row (128 int4 /
-    # mxfp4 codes, 256 ternary) in its own column order, x copied to match, and the
-    # columns after a block's last whole chunk in element order: K here leaves every
-    # kind of tail, and several groups (32, 64) or tables (128, ternary) per chunk.
+    # The CPU bfloat16 GEMM decodes groups of 32 and 64 in whole 64-byte chunks of a packed
+    # row (128 codes) in its own column order, x copied to match, and the columns after a
+    # block's last whole chunk in element order: K here leaves every kind of tail, beside
+    # the formats that keep element order throughout.
     n = 37
     qw = quantized(fmt, opts, n, k, device=device)
     x = torch.randn(40, k, device=device).bfloat16()
