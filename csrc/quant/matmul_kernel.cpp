@@ -432,27 +432,81 @@ inline void group_params(const QuantWeight& w, int64_t n, int64_t g0, int count,
   _mm512_storeu_ps(z, zv);
 }
 
-// Decodes rows n0..n0+rows, columns k0..k1 of W into dst [rows, k1 - k0] as bfloat16.
+// Groups of 32 or 64 (int4, mxfp4) are decoded in their own column order, which halves
+// the cost of the per-group tables and the index arithmetic: a 64-byte chunk of a packed
+// row (128 codes, 2 or 4 groups) is read as 32 words, word i holding bytes 2i and 2i + 1,
+// and vector f of the chunk's decoded columns is nibble f of every word, looked up by one
+// two-register word permute (vpermt2w) on the word shifted right. x's columns are copied
+// into the same order (see matmul_bf16), so every weight still meets its own x; only the
+// order in which the products are summed differs from element order. Columns after a
+// panel's last whole chunk, and larger groups and ternary weights (one table for a
+// chunk or more, where chunks measured no faster), keep element order.
+constexpr int kChunk = 128;
+
+// Whether decode_panel reads w in chunk order.
+inline bool chunked(const QuantWeight& w) { return w.format != QuantFormat::kTernary && w.group < kChunk; }
+
+// Element (within its chunk) of the chunk's decoded column p.
+constexpr int chunk_element(int p) {
+  const int f = p / 32, i = p % 32;  // nibble of the word, word
+  return (i / 8) * kNibbleBlock + 2 * (i % 8) + (f & 1) * 16 + (f >> 1);
+}
+
+// Decodes a chunk (groups of 32 or 64) into out [4 vectors of 32]: 16-byte block b of the
+// chunk has its own 16 table entries, b of the 64-entry table [lo, hi] (a group of 64:
+// the same 16 twice). Bits 4-5 of an index pick the block (words 8b..8b + 7 come from
+// block b), set over the next field's bits by one ternary-logic select.
+inline __attribute__((always_inline)) void decode_chunk_groups(const uint8_t* p, __m512i lo, __m512i hi,
+                                                               uint16_t* out) {
+  const __m512i v = _mm512_loadu_si512(p);
+  const __m512i block = _mm512_set_epi64(0x0030003000300030, 0x0030003000300030, 0x0020002000200020,
+                                         0x0020002000200020, 0x0010001000100010, 0x0010001000100010, 0, 0);
+  const __m512i bits45 = _mm512_set1_epi16(0x30);
+#pragma GCC unroll 4
+  for (int f = 0; f < 4; ++f) {
+    const __m512i idx = _mm512_ternarylogic_epi32(bits45, block, _mm512_srli_epi16(v, f * 4), 0xca);
+    _mm512_storeu_si512(out + f * 32, _mm512_permutex2var_epi16(lo, idx, hi));
+  }
+}
+
+// The group's table as 32 bfloat16s (the Lut twice), or two groups' (a's, then b's).
+PYGEN_BF16 inline __m512i bf16_table(const float* base, float za, float sa, float zb, float sb) {
+  return to_bf16(make_lut(base, za, sa).t, make_lut(base, zb, sb).t);
+}
+
+// Decodes rows n0..n0+rows, columns k0..k1 of W into dst [rows, k1 - k0] as bfloat16, in
+// chunk order where chunked(w), else in element order.
 template <QuantLayout L>
 PYGEN_BF16 void decode_panel(const QuantWeight& w, const float* base, int64_t n0, int64_t rows, int64_t k0,
                              int64_t k1, uint16_t* dst) {
   constexpr int kVecs = kBlockElems<L> / 32;
   static_assert(kCols / kNibbleBlock <= 16, "group_params reads at most 16 groups");
-  const int64_t row_bytes = weight_row_bytes(w), cols = k1 - k0;
+  static_assert(kCols % kChunk == 0, "panels hold whole chunks");
+  const int64_t row_bytes = weight_row_bytes(w), cols = k1 - k0, whole = cols / kChunk * kChunk;
   const int64_t g0 = k0 / w.group, count = (k1 - 1) / w.group + 1 - g0;
   for (int64_t r = 0; r < rows; ++r) {
-    const uint8_t* row = w.packed + (n0 + r) * row_bytes;
+    const uint8_t* row = w.packed + (n0 + r) * row_bytes + k0 / kBlockElems<L> * 16;
+    uint16_t* out = dst + r * cols;
     float s[16], z[16];
     group_params(w, n0 + r, g0, int(count), s, z);
-    for (int64_t k = k0, g = 0; k < k1; ++g) {
-      const int64_t end = std::min(k1, (g0 + g + 1) * w.group);
-      const __m512 t = make_lut(base, z[g], s[g]).t;
-      const __m512i tb = to_bf16(t, t);
+    int64_t k = 0;
+    if (chunked(w)) {
+      const int shift = w.group == 32 ? 0 : 1;  // block -> group
+      for (; k < whole; k += kChunk) {
+        const int64_t b = k / kNibbleBlock;
+        const int64_t g[4] = {b >> shift, (b + 1) >> shift, (b + 2) >> shift, (b + 3) >> shift};
+        decode_chunk_groups(row + k / 2, bf16_table(base, z[g[0]], s[g[0]], z[g[1]], s[g[1]]),
+                            bf16_table(base, z[g[2]], s[g[2]], z[g[3]], s[g[3]]), out + k);
+      }
+    }
+    for (int64_t g = (k0 + k) / w.group - g0; k < cols; ++g) {  // element order, a table a group
+      const int64_t end = std::min(cols, (g0 + g + 1) * w.group - k0);
+      const __m512i t = bf16_table(base, z[g], s[g], z[g], s[g]);
       for (; k < end; k += kBlockElems<L>) {
         __m512i wv[kVecs];
-        decode_block_bf16<L>(row + k / kBlockElems<L> * 16, tb, wv);
+        decode_block_bf16<L>(row + k / kBlockElems<L> * 16, t, wv);
 #pragma GCC unroll 2
-        for (int v = 0; v < kVecs; ++v) _mm512_storeu_si512(dst + r * cols + (k - k0) + v * 32, wv[v]);
+        for (int v = 0; v < kVecs; ++v) _mm512_storeu_si512(out + k + v * 32, wv[v]);
       }
     }
   }
@@ -544,17 +598,49 @@ void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* xb, const BFloat
   }
 }
 
+// Copies a chunk of x's columns into decode_panel's order: the 8 words of block b of
+// output vector f come from x's vector b, by one masked word permute.
+void chunk_order(const uint16_t* src, uint16_t* dst) {
+  struct Order {
+    __m512i idx[4];
+    Order() {
+      for (int f = 0; f < 4; ++f) {
+        alignas(64) uint16_t i[32];
+        for (int l = 0; l < 32; ++l) i[l] = uint16_t(chunk_element(f * 32 + l) % 32);
+        idx[f] = _mm512_load_si512(i);
+      }
+    }
+  };
+  static const Order order;
+#pragma GCC unroll 4
+  for (int f = 0; f < 4; ++f) {
+    __m512i v = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int b = 0; b < 4; ++b)
+      v = _mm512_mask_permutexvar_epi16(v, __mmask32(0xffu) << (8 * b), order.idx[f],
+                                        _mm512_loadu_si512(src + 32 * b));
+    _mm512_storeu_si512(dst + f * 32, v);
+  }
+}
+
 // Runs the bfloat16 GEMM when it applies; false otherwise. x [M, K] is first copied to
-// column blocks of kCols (the last one narrower), each block [M, width] row-major.
+// column blocks of kCols (the last one narrower), each block [M, width] row-major, its
+// columns in decode_panel's order.
 bool matmul_bf16(const QuantMatmulParams& p) {
   if (p.dtype != DType::kBFloat16 || p.M <= kGemvRows || !has_avx512_bf16()) return false;
   const QuantWeight& w = p.w;
   const int64_t M = p.M, K = w.K;
   const auto* x = static_cast<const uint16_t*>(p.x);
   std::vector<uint16_t> xb(M * K);
+  const int64_t chunk = chunked(w) ? kChunk : 0;
   for (int64_t k0 = 0; k0 < K; k0 += kCols) {
-    const int64_t width = std::min(K - k0, kCols);
-    for (int64_t m = 0; m < M; ++m) std::copy_n(x + m * K + k0, width, xb.data() + M * k0 + m * width);
+    const int64_t width = std::min(K - k0, kCols), whole = chunk ? width / chunk * chunk : 0;
+    for (int64_t m = 0; m < M; ++m) {
+      const uint16_t* src = x + m * K + k0;
+      uint16_t* dst = xb.data() + M * k0 + m * width;
+      for (int64_t k = 0; k < whole; k += chunk) chunk_order(src + k, dst + k);
+      std::copy_n(src + whole, width - whole, dst + whole);
+    }
   }
   const auto* bias = static_cast<const BFloat16*>(p.bias);
   auto* out = static_cast<BFloat16*>(p.out);

@@ -86,6 +86,31 @@ def test_bf16_every_m_every_format(torch_seed, device, fmt, opts):
         assert_error_within(out, ref[:m], same[:m])
 
 
+@pytest.mark.parametrize(
+    "fmt,opts,k",
+    [
+        ("int4", dict(group_size=32, symmetric=False), 672),  # 512 + one chunk of 128 + 32
+        ("int4", dict(group_size=64), 704),  # 512 + 128 + 64
+        ("mxfp4", {}, 608),  # 512 + 96, no whole chunk
+        ("int4", dict(group_size=128, symmetric=False), 1152),  # element order
+        ("ternary", dict(per_channel=False), 64),  # element order, less than a block of 512
+    ],
+)
+def test_bf16_chunk_order_and_tails(torch_seed, device, fmt, opts, k):
+    # The CPU bfloat16 GEMM decodes groups of 32 and 64 in whole 64-byte chunks of a packed
+    # row (128 codes) in its own column order, x copied to match, and the columns after a
+    # block's last whole chunk in element order: K here leaves every kind of tail, beside
+    # the formats that keep element order throughout.
+    n = 37
+    qw = quantized(fmt, opts, n, k, device=device)
+    x = torch.randn(40, k, device=device).bfloat16()
+    bias = torch.randn(n, device=device).bfloat16()
+    ref = ref_matmul(x, qw, bias)
+    same = x @ pygen.quant.dequantize(qw, torch.bfloat16).T + bias
+    for m in (5, 16, 23, 40):
+        assert_error_within(pygen.quant.matmul(x[:m], qw, bias), ref[:m], same[:m])
+
+
 @needs_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("fmt,opts", FORMATS, ids=IDS)
