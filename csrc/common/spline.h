@@ -12,6 +12,7 @@
 
 #include <math.h>
 
+#include "csrc/common/coupling_math.h"
 #include "csrc/common/dtype.h"
 #include "csrc/common/hd.h"
 #include "csrc/common/math.h"
@@ -31,8 +32,6 @@ enum RqBad : int { kRqBadWidths = 1, kRqBadHeights = 2, kRqBadDerivatives = 4 };
 
 PYGEN_HD float rq_exp(float v) { return expf(v); }
 PYGEN_HD double rq_exp(double v) { return exp(v); }
-PYGEN_HD float rq_log(float v) { return logf(v); }
-PYGEN_HD double rq_log(double v) { return log(v); }
 PYGEN_HD float rq_log1p(float v) { return log1pf(v); }
 PYGEN_HD double rq_log1p(double v) { return log1p(v); }
 PYGEN_HD float rq_sqrt(float v) { return sqrtf(v); }
@@ -42,16 +41,53 @@ PYGEN_HD double rq_sqrt(double v) { return sqrt(v); }
 PYGEN_HD float rq_exp_nonpos(float v) { return exp_nonpos_f32(v); }
 PYGEN_HD double rq_exp_nonpos(double v) { return exp(v); }
 
-// torch.nn.functional.softplus (threshold 20) and its derivative.
-template <class C>
-PYGEN_HD C rq_softplus(C v) {
-  return v > C(20) ? v : rq_log1p(rq_exp(v));
+// The host's log, softplus and its derivative are branch-free and call no libm function
+// in float32 (the polynomials of math.h), so the CPU kernel's lane loops vectorize; the
+// device keeps libm's. log covers every input as libm does: subnormals are scaled into
+// the normal range, and 0, negatives, +inf and NaN give -inf, NaN, +inf and NaN.
+PYGEN_HD float rq_log(float v) {
+#if defined(__CUDA_ARCH__)
+  return logf(v);
+#else
+  const bool sub = v < 1.17549435e-38f;  // FLT_MIN
+  const float r = log_f32(sel(sub, v * 16777216.0f, v)) - sel(sub, 16.635532333438687f, 0.0f);  // 2^24, 24 ln 2
+  return sel(v > 0.0f && v < INFINITY, r, sel(v == 0.0f, -INFINITY, sel(v == INFINITY, v, NAN)));
+#endif
 }
-template <class C>
-PYGEN_HD C rq_softplus_grad(C v) {
-  if (v > C(20)) return C(1);
-  const C z = rq_exp(v);
-  return z / (z + C(1));
+PYGEN_HD double rq_log(double v) {
+#if defined(__CUDA_ARCH__)
+  return log(v);
+#else
+  const bool sub = v < 2.2250738585072014e-308;  // DBL_MIN
+  const double r = log_f64(sel(sub, v * 18014398509481984.0, v)) - sel(sub, 37.42994775023705, 0.0);  // 2^54, 54 ln 2
+  return sel(v > 0.0 && v < INFINITY, r, sel(v == 0.0, -INFINITY, sel(v == INFINITY, v, NAN)));
+#endif
+}
+
+// torch.nn.functional.softplus (threshold 20) and its derivative. The host's float32
+// form is max(v, 0) + log1p(e^-|v|), within an ulp of log1p(e^v).
+PYGEN_HD float rq_softplus(float v) {
+#if defined(__CUDA_ARCH__)
+  return v > 20.0f ? v : rq_log1p(rq_exp(v));
+#else
+  return sel(v > 20.0f, v, max_c(v, 0.0f) + log1p_unit(exp_c(-abs_c(v))));
+#endif
+}
+PYGEN_HD double rq_softplus(double v) { return v > 20.0 ? v : rq_log1p(rq_exp(v)); }
+PYGEN_HD float rq_softplus_grad(float v) {
+#if defined(__CUDA_ARCH__)
+  if (v > 20.0f) return 1.0f;
+  const float z = rq_exp(v);
+  return z / (z + 1.0f);
+#else
+  const float z = exp_c(-abs_c(v));  // sigmoid(|v|) = 1 / (1 + z), sigmoid(-|v|) = z / (1 + z)
+  return sel(v > 20.0f, 1.0f, sel(v >= 0.0f, 1.0f, z) / (1.0f + z));
+#endif
+}
+PYGEN_HD double rq_softplus_grad(double v) {
+  if (v > 20.0) return 1.0;
+  const double z = rq_exp(v);
+  return z / (z + 1.0);
 }
 
 template <class C>
