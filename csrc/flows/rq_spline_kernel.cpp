@@ -23,6 +23,56 @@ constexpr int L = 16;  // lanes of a tile
 // Tiles per task: a few thousand parameter values.
 int64_t grain(int bins) { return std::max<int64_t>(1, 512 / (int64_t(L) * bins)); }
 
+// Calls f(l, row) for the lanes l < n of elements i0 .. i0 + n - 1 with the offset of
+// their parameters in layout `lay` (one division per tile, not per lane).
+template <class F>
+void for_lane_rows(const RqLayout& lay, int64_t i0, int n, const F& f) {
+  int64_t q = i0 / lay.inner, r = i0 % lay.inner;
+  for (int l = 0; l < n; ++l) {
+    f(l, q * lay.outer_stride + r * lay.elem_stride);
+    if (++r == lay.inner) r = 0, ++q;
+  }
+}
+
+// Whether the L lanes from element i0 are adjacent in memory (a conv output read in
+// place): then each parameter is one vector load or store.
+inline bool adjacent_lanes(const RqLayout& lay, int64_t i0, int n) {
+  return n == L && lay.elem_stride == 1 && i0 % lay.inner + L <= lay.inner;
+}
+
+// The values of `rows` parameters of elements i0 .. i0 + n - 1 into [rows][L]; the spare
+// lanes repeat the last element.
+template <class T, class C>
+void load_lanes(const T* base, const RqLayout& lay, int rows, int64_t i0, int n, C* __restrict dst) {
+  const int64_t ps = lay.param_stride;
+  if (adjacent_lanes(lay, i0, n)) {
+    const T* src = base + lay.row(i0);
+    for (int j = 0; j < rows; ++j)
+      for (int l = 0; l < L; ++l) dst[j * L + l] = to_acc(src[j * ps + l]);
+    return;
+  }
+  for_lane_rows(lay, i0, n, [&](int l, int64_t row) {
+    for (int j = 0; j < rows; ++j) dst[j * L + l] = to_acc(base[row + j * ps]);
+  });
+  for (int l = n; l < L; ++l)
+    for (int j = 0; j < rows; ++j) dst[j * L + l] = dst[j * L + n - 1];
+}
+
+// The first n lanes of a [rows][L] block to their elements' parameters.
+template <class T, class C>
+void store_lanes(const C* __restrict src, int rows, int64_t i0, int n, T* base, const RqLayout& lay) {
+  const int64_t ps = lay.param_stride;
+  if (adjacent_lanes(lay, i0, n)) {
+    T* dst = base + lay.row(i0);
+    for (int j = 0; j < rows; ++j)
+      for (int l = 0; l < L; ++l) dst[j * ps + l] = from_acc<T>(src[j * L + l]);
+    return;
+  }
+  for_lane_rows(lay, i0, n, [&](int l, int64_t row) {
+    for (int j = 0; j < rows; ++j) base[row + j * ps] = from_acc<T>(src[j * L + l]);
+  });
+}
+
 // One partition of [-B, B] (the widths' or the heights') for the lanes of a tile.
 template <class C>
 struct Side {
@@ -52,17 +102,10 @@ class Tile {
   template <bool Inverse>
   int locate(int64_t i0, int n) {
     const T* x = static_cast<const T*>(in_.x);
-    const T* uw = static_cast<const T*>(in_.widths);
-    const T* uh = static_cast<const T*>(in_.heights);
-    const T* ud = static_cast<const T*>(in_.derivatives);
-    for (int l = 0; l < L; ++l) {
-      const int64_t i = i0 + std::min(l, n - 1);
-      in[l] = to_acc(x[i]);
-      const T *rw = uw + i * in_.widths_stride, *rh = uh + i * in_.heights_stride,
-              *rd = ud + i * in_.derivatives_stride;
-      for (int j = 0; j < K; ++j) w.p[j * L + l] = to_acc(rw[j]), h.p[j * L + l] = to_acc(rh[j]);
-      for (int j = 0; j < K - 1; ++j) d[j * L + l] = to_acc(rd[j]);
-    }
+    for (int l = 0; l < L; ++l) in[l] = to_acc(x[i0 + std::min(l, n - 1)]);
+    load_lanes(static_cast<const T*>(in_.widths), in_.widths_layout, K, i0, n, w.p);
+    load_lanes(static_cast<const T*>(in_.heights), in_.heights_layout, K, i0, n, h.p);
+    load_lanes(static_cast<const T*>(in_.derivatives), in_.derivatives_layout, K - 1, i0, n, d);
     const int bad = (all_finite(w.p, K) ? 0 : kRqBadWidths) | (all_finite(h.p, K) ? 0 : kRqBadHeights) |
                     (all_finite(d, K - 1) ? 0 : kRqBadDerivatives);
     for (int l = 0; l < L; ++l) {
@@ -83,7 +126,11 @@ class Tile {
         raw1[l] = sel(j == k[l], d[j * L + l], raw1[l]);
       }
     for (int l = 0; l < L; ++l) {
-      bin[l] = {w.lo[l], w.hi[l], h.lo[l], h.hi[l], sel(k[l] == 0, dbound, m + rq_softplus(raw0[l])),
+      bin[l] = {w.lo[l],
+                w.hi[l],
+                h.lo[l],
+                h.hi[l],
+                sel(k[l] == 0, dbound, m + rq_softplus(raw0[l])),
                 sel(k[l] == K - 1, dbound, m + rq_softplus(raw1[l]))};
     }
     return bad;
@@ -218,13 +265,6 @@ class Tile {
   RqBin<C> bin[L];
 };
 
-// Writes a [rows][L] block's first n lanes to rows of `stride` elements.
-template <class T, class C>
-void store_rows(const C* src, int rows, int n, T* dst, int64_t stride) {
-  for (int l = 0; l < n; ++l)
-    for (int j = 0; j < rows; ++j) dst[l * stride + j] = from_acc<T>(src[j * L + l]);
-}
-
 template <class T, bool Inverse>
 void forward(const RqSplineParams& p) {
   using C = AccOf<T>;
@@ -268,13 +308,10 @@ void backward(const RqSplineBackwardParams& p) {
       }
       tile.template backward<Inverse>(gy, gl, gx);
       for (int l = 0; l < n; ++l) static_cast<T*>(p.grad_x)[i0 + l] = from_acc<T>(gx[l]);
-      store_rows(tile.grad_widths(), K, n, static_cast<T*>(p.grad_widths) + i0 * p.grad_widths_stride,
-                 p.grad_widths_stride);
-      store_rows(tile.grad_heights(), K, n, static_cast<T*>(p.grad_heights) + i0 * p.grad_heights_stride,
-                 p.grad_heights_stride);
-      store_rows(tile.grad_derivatives(), K - 1, n,
-                 static_cast<T*>(p.grad_derivatives) + i0 * p.grad_derivatives_stride,
-                 p.grad_derivatives_stride);
+      store_lanes(tile.grad_widths(), K, i0, n, static_cast<T*>(p.grad_widths), p.grad_widths_layout);
+      store_lanes(tile.grad_heights(), K, i0, n, static_cast<T*>(p.grad_heights), p.grad_heights_layout);
+      store_lanes(tile.grad_derivatives(), K - 1, i0, n, static_cast<T*>(p.grad_derivatives),
+                  p.grad_derivatives_layout);
     }
   });
 }

@@ -260,6 +260,23 @@ def _rq_spline_packed_fake(x, params, inverse, tail_bound, validate):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
+def _spline_layout_ok(t: torch.Tensor, lead: int) -> bool:
+    """Whether the kernels read or write ``t [*S, size]`` in place (bindings/rq_spline.cpp's
+    spline_layout): its leading dims, those of size 1 left out, flatten to two strides."""
+    dims: list[list[int]] = []
+    for size, stride in zip(t.shape[:lead], t.stride()[:lead], strict=True):
+        if size == 1:
+            continue
+        if dims and dims[-1][1] == stride * size:
+            dims[-1] = [dims[-1][0] * size, stride]
+        else:
+            dims.append([size, stride])
+    return len(dims) <= 2
+
+
 @torch.library.register_fake("pygen::rq_spline_packed_backward")
 def _rq_spline_packed_backward_fake(grad_y, grad_logabsdet, x, params, inverse, tail_bound):
-    return x.new_empty(x.shape), x.new_empty(params.shape)
+    grad_params = torch.empty_like(params)
+    if not _spline_layout_ok(grad_params, x.dim()):
+        grad_params = params.new_empty(params.shape)
+    return x.new_empty(x.shape), grad_params
