@@ -54,7 +54,8 @@ PYGEN_HD float rq_log(float v) {
   const bool sub = v < 1.17549435e-38f;  // FLT_MIN
   const float r =
       log_f32(sel(sub, v * 16777216.0f, v)) - sel(sub, 16.635532333438687f, 0.0f);  // 2^24, 24 ln 2
-  return sel(v > 0.0f && v < INFINITY, r, sel(v == 0.0f, -INFINITY, sel(v == INFINITY, v, NAN)));
+  // Selects, not &&: a short-circuit is control flow, which keeps the lane loops scalar.
+  return sel(v == INFINITY, v, sel(v > 0.0f, r, sel(v == 0.0f, -INFINITY, NAN)));
 #endif
 }
 PYGEN_HD double rq_log(double v) {
@@ -65,7 +66,7 @@ PYGEN_HD double rq_log(double v) {
   const double r =
       log_f64(sel(sub, v * 18014398509481984.0, v)) - sel(sub, 37.42994775023705, 0.0);  // 2^54, 54 ln 2
   const double inf = INFINITY, nan = NAN;
-  return sel(v > 0.0 && v < inf, r, sel(v == 0.0, -inf, sel(v == inf, v, nan)));
+  return sel(v == inf, v, sel(v > 0.0, r, sel(v == 0.0, -inf, nan)));
 #endif
 }
 

@@ -109,7 +109,7 @@ class Tile {
     const int bad = (all_finite(w.p, K) ? 0 : kRqBadWidths) | (all_finite(h.p, K) ? 0 : kRqBadHeights) |
                     (all_finite(d, K - 1) ? 0 : kRqBadDerivatives);
     for (int l = 0; l < L; ++l) {
-      inside[l] = in[l] >= -bound && in[l] <= bound;  // false for NaN
+      inside[l] = int32_t(in[l] >= -bound) & int32_t(in[l] <= bound);  // 0 for NaN
       v[l] = sel(inside[l], in[l], C(0));
     }
     partition(w, kRqMinBinWidth);
@@ -126,12 +126,8 @@ class Tile {
         raw1[l] = sel(j == k[l], d[j * L + l], raw1[l]);
       }
     for (int l = 0; l < L; ++l) {
-      bin[l] = {w.lo[l],
-                w.hi[l],
-                h.lo[l],
-                h.hi[l],
-                sel(k[l] == 0, dbound, m + rq_softplus(raw0[l])),
-                sel(k[l] == K - 1, dbound, m + rq_softplus(raw1[l]))};
+      d0[l] = sel(k[l] == 0, dbound, m + rq_softplus(raw0[l]));
+      d1[l] = sel(k[l] == K - 1, dbound, m + rq_softplus(raw1[l]));
     }
     return bad;
   }
@@ -142,9 +138,9 @@ class Tile {
     for (int l = 0; l < L; ++l) {
       C out, ld;
       if (Inverse)
-        rq_bin_inverse(bin[l], v[l], &out, &ld);
+        rq_bin_inverse(bin(l), v[l], &out, &ld);
       else
-        rq_bin_forward(bin[l], v[l], &out, &ld);
+        rq_bin_forward(bin(l), v[l], &out, &ld);
       y[l] = sel(inside[l], out, in[l]);
       lad[l] = sel(inside[l], ld, C(0));
     }
@@ -156,7 +152,7 @@ class Tile {
   void backward(const C* gy, const C* gl, C* gx) {
     C gw0[L], gw1[L], gh0[L], gh1[L], gd0[L], gd1[L];
     for (int l = 0; l < L; ++l) {
-      const RqBinGrad<C> g = rq_bin_backward(bin[l], v[l], Inverse, gy[l], gl[l]);
+      const RqBinGrad<C> g = rq_bin_backward(bin(l), v[l], Inverse, gy[l], gl[l]);
       gx[l] = sel(inside[l], g.in, gy[l]);
       gw0[l] = g.x0, gw1[l] = g.x1, gh0[l] = g.y0, gh1[l] = g.y1;
       gd0[l] = g.d0 * rq_softplus_grad(raw0[l]);
@@ -176,6 +172,10 @@ class Tile {
   const C* grad_derivatives() const { return d; }
 
  private:
+  // Lane l's bin, assembled from the lane arrays: an array of RqBin structs would keep
+  // the compiler from vectorizing the loops over lanes.
+  RqBin<C> bin(int l) const { return {w.lo[l], w.hi[l], h.lo[l], h.hi[l], d0[l], d1[l]}; }
+
   // Whether the [rows][L] values are all finite (a NaN or an infinity makes the sum NaN).
   bool all_finite(const C* a, int rows) const {
     C z[L] = {};
@@ -260,9 +260,9 @@ class Tile {
   C* d;  // [K - 1][L]: the unnormalized derivatives, then their gradients
   C dbound;
   C in[L], v[L], raw0[L], raw1[L];  // v: in, or 0 outside [-B, B]
-  bool inside[L];
+  C d0[L], d1[L];                   // the derivatives at the bin's corners
+  int32_t inside[L];  // 0 or 1: a bool array would make the compiler size the vectors for bytes
   int32_t k[L];
-  RqBin<C> bin[L];
 };
 
 template <class T, bool Inverse>
