@@ -261,7 +261,7 @@ class Tile {
   C dbound;
   C in[L], v[L], raw0[L], raw1[L];  // v: in, or 0 outside [-B, B]
   C d0[L], d1[L];                   // the derivatives at the bin's corners
-  int32_t inside[L];  // 0 or 1: a bool array would make the compiler size the vectors for bytes
+  int32_t inside[L];                // 0 or 1: a bool array would make the compiler size the vectors for bytes
   int32_t k[L];
 };
 
