@@ -88,4 +88,9 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_packed_backward_impl(
     const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound,
     const std::function<void(const RqSplineBackwardParams&)>& launch);
 
+// Whether the kernels read parameters [*S, size] (S with `lead` dims) in place, without a
+// copy: their leading dims flatten to two strides (a conv output with its parameter dim
+// moved last does). True for a tensor of another rank, which the op itself rejects.
+bool rq_spline_reads_in_place(const at::Tensor& params, int64_t lead);
+
 }  // namespace pygen

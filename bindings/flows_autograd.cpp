@@ -13,6 +13,8 @@
 #include <string>
 #include <tuple>
 
+#include "bindings/flows.h"
+
 namespace pygen {
 
 namespace {
@@ -189,10 +191,11 @@ struct RqSplinePackedFunction : torch::autograd::Function<RqSplinePackedFunction
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& params,
                                bool inverse, double tail_bound, bool validate) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    // Rows with a strided last dim (a conv output's parameter dim moved last) copied once,
-    // for both kernels; rows with a contiguous last dim are read in place.
+    // Parameters the kernels cannot read in place copied once, for both kernels; a conv
+    // output's (its parameter dim moved last) are read in place, and their gradient comes
+    // back in the same layout.
     const at::Tensor xc = x.contiguous();
-    const at::Tensor pc = params.dim() == 0 || params.stride(-1) == 1 ? params : params.contiguous();
+    const at::Tensor pc = rq_spline_reads_in_place(params, x.dim()) ? params : params.contiguous();
     auto [y, logabsdet] = packed_op().call(xc, pc, inverse, tail_bound, validate);
     ctx->save_for_backward({xc, pc});
     ctx->saved_data["inverse"] = inverse;

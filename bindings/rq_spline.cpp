@@ -4,7 +4,10 @@
 
 #include <cfloat>
 #include <cmath>
+#include <optional>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "bindings/checks.h"
 #include "bindings/flows.h"
@@ -14,9 +17,31 @@ namespace pygen {
 
 namespace {
 
-// A parameter tensor [*x.shape, size] as rows of `size` with a contiguous last dim; a
-// view when its leading dims flatten to one stride (slices of one network output do).
-at::Tensor spline_rows(const at::Tensor& t, const at::Tensor& x, const char* name, int64_t size,
+// The RqLayout of t [*S, size] (S with `lead` dims) when its leading dims flatten to at
+// most two strides (rows of a matrix; a conv output with its parameter dim moved last).
+std::optional<RqLayout> spline_layout(const at::Tensor& t, int64_t lead) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (size, stride), outer first, merged
+  for (int64_t d = 0; d < lead; ++d) {
+    if (t.size(d) == 1) continue;
+    if (!dims.empty() && dims.back().second == t.stride(d) * t.size(d))
+      dims.back() = {dims.back().first * t.size(d), t.stride(d)};
+    else
+      dims.emplace_back(t.size(d), t.stride(d));
+  }
+  if (dims.size() > 2) return std::nullopt;
+  RqLayout l{1, 0, 0, t.size(-1) > 1 ? t.stride(-1) : 1};
+  if (!dims.empty()) l.inner = dims.back().first, l.elem_stride = dims.back().second;
+  if (dims.size() == 2) l.outer_stride = dims.front().second;
+  return l;
+}
+
+struct SplineRows {
+  at::Tensor t;  // the tensor read: the argument, or a contiguous copy of it
+  RqLayout layout;
+};
+
+// A parameter tensor [*x.shape, size], checked, read in place when spline_layout allows.
+SplineRows spline_rows(const at::Tensor& t, const at::Tensor& x, const char* name, int64_t size,
                        const char* size_text) {
   TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), name, " must have x's dtype ", x.scalar_type(),
                    ", got ", t.scalar_type());
@@ -24,12 +49,14 @@ at::Tensor spline_rows(const at::Tensor& t, const at::Tensor& x, const char* nam
   TORCH_CHECK_VALUE(t.dim() == x.dim() + 1 && t.sizes().slice(0, x.dim()) == x.sizes() && t.size(-1) == size,
                     name, " must have shape [*x.shape, ", size_text, "] = ", x.sizes(), " + [", size,
                     "], got ", t.sizes());
-  const at::Tensor rows = t.stride(-1) == 1 || size <= 1 ? t : t.contiguous();
-  return rows.reshape({x.numel(), size});
+  if (const auto l = spline_layout(t, x.dim())) return {t, *l};
+  const at::Tensor c = t.contiguous();
+  return {c, *spline_layout(c, x.dim())};
 }
 
 struct RqSplineCall {
-  at::Tensor x, widths, heights, derivatives;
+  at::Tensor x;
+  SplineRows widths, heights, derivatives;
   RqSplineInputs in;
 };
 
@@ -56,12 +83,12 @@ RqSplineCall rq_spline_call(const at::Tensor& x_in, const at::Tensor& widths, co
   c.in.tail_bound = tail_bound;
   c.in.inverse = inverse;
   c.in.x = c.x.data_ptr();
-  c.in.widths = c.widths.data_ptr();
-  c.in.heights = c.heights.data_ptr();
-  c.in.derivatives = c.derivatives.data_ptr();
-  c.in.widths_stride = c.widths.stride(0);
-  c.in.heights_stride = c.heights.stride(0);
-  c.in.derivatives_stride = c.derivatives.stride(0);
+  c.in.widths = c.widths.t.data_ptr();
+  c.in.heights = c.heights.t.data_ptr();
+  c.in.derivatives = c.derivatives.t.data_ptr();
+  c.in.widths_layout = c.widths.layout;
+  c.in.heights_layout = c.heights.layout;
+  c.in.derivatives_layout = c.derivatives.layout;
   return c;
 }
 
@@ -75,6 +102,10 @@ at::Tensor like_x(const std::optional<at::Tensor>& t, const at::Tensor& x, const
 }
 
 }  // namespace
+
+bool rq_spline_reads_in_place(const at::Tensor& params, int64_t lead) {
+  return params.dim() != lead + 1 || spline_layout(params, lead).has_value();
+}
 
 std::tuple<at::Tensor, at::Tensor> rq_spline_impl(const at::Tensor& x, const at::Tensor& widths,
                                                   const at::Tensor& heights, const at::Tensor& derivatives,
@@ -104,8 +135,8 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_impl(const at::Tensor& x, const at:
 
 namespace {
 
-// The backward into gradient rows grad_w, grad_h [n, K] and grad_d [n, K - 1] (views with
-// a contiguous last dim); returns grad_x.
+// The backward into gradients grad_w, grad_h [*x.shape, K] and grad_d [*x.shape, K - 1],
+// each with an RqLayout; returns grad_x.
 at::Tensor rq_spline_backward_into(const RqSplineCall& c, const std::optional<at::Tensor>& grad_y,
                                    const std::optional<at::Tensor>& grad_logabsdet, const at::Tensor& x,
                                    const at::Tensor& grad_w, const at::Tensor& grad_h,
@@ -123,9 +154,9 @@ at::Tensor rq_spline_backward_into(const RqSplineCall& c, const std::optional<at
   p.grad_widths = grad_w.data_ptr();
   p.grad_heights = grad_h.data_ptr();
   p.grad_derivatives = grad_d.data_ptr();
-  p.grad_widths_stride = grad_w.stride(0);
-  p.grad_heights_stride = grad_h.stride(0);
-  p.grad_derivatives_stride = grad_d.stride(0);
+  p.grad_widths_layout = *spline_layout(grad_w, x.dim());
+  p.grad_heights_layout = *spline_layout(grad_h, x.dim());
+  p.grad_derivatives_layout = *spline_layout(grad_d, x.dim());
   launch(p);
   return grad_x;
 }
@@ -143,10 +174,10 @@ int64_t packed_bins(const at::Tensor& params, const at::Tensor& x) {
   return (params.size(-1) + 1) / 3;
 }
 
-// One copy of the whole rows when the last dim is strided (a conv output moved last),
-// rather than one per slice.
-at::Tensor packed_rows(const at::Tensor& params) {
-  return params.stride(-1) == 1 ? params : params.contiguous();
+// One copy of the whole parameters when they cannot be read in place, rather than one
+// per slice.
+at::Tensor packed_rows(const at::Tensor& params, const at::Tensor& x) {
+  return rq_spline_reads_in_place(params, x.dim()) ? params : params.contiguous();
 }
 
 }  // namespace
@@ -159,10 +190,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_im
   at::Tensor grad_widths = at::empty(widths.sizes(), x.options());
   at::Tensor grad_heights = at::empty(heights.sizes(), x.options());
   at::Tensor grad_derivatives = at::empty(derivatives.sizes(), x.options());
-  const int64_t n = c.in.n, k = c.in.bins;
-  at::Tensor grad_x =
-      rq_spline_backward_into(c, grad_y, grad_logabsdet, x, grad_widths.view({n, k}),
-                              grad_heights.view({n, k}), grad_derivatives.view({n, k - 1}), launch);
+  at::Tensor grad_x = rq_spline_backward_into(c, grad_y, grad_logabsdet, x, grad_widths, grad_heights,
+                                              grad_derivatives, launch);
   return {grad_x, grad_widths, grad_heights, grad_derivatives};
 }
 
@@ -170,7 +199,7 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_packed_impl(
     const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound, bool validate,
     const std::function<void(const RqSplineParams&)>& launch) {
   const int64_t k = packed_bins(params, x);
-  const at::Tensor rows = packed_rows(params);
+  const at::Tensor rows = packed_rows(params, x);
   return rq_spline_impl(x, rows.narrow(-1, 0, k), rows.narrow(-1, k, k), rows.narrow(-1, 2 * k, k - 1),
                         inverse, tail_bound, validate, launch);
 }
@@ -180,13 +209,16 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_packed_backward_impl(
     const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound,
     const std::function<void(const RqSplineBackwardParams&)>& launch) {
   const int64_t k = packed_bins(params, x);
-  const at::Tensor rows = packed_rows(params);
+  const at::Tensor rows = packed_rows(params, x);
   const RqSplineCall c = rq_spline_call(x, rows.narrow(-1, 0, k), rows.narrow(-1, k, k),
                                         rows.narrow(-1, 2 * k, k - 1), inverse, tail_bound);
-  at::Tensor grad_params = at::empty(params.sizes(), x.options());
-  const at::Tensor g = grad_params.view({c.in.n, 3 * k - 1});
-  at::Tensor grad_x = rq_spline_backward_into(c, grad_y, grad_logabsdet, x, g.narrow(1, 0, k),
-                                              g.narrow(1, k, k), g.narrow(1, 2 * k, k - 1), launch);
+  // In the layout of params where that is one the kernel writes (a conv output's
+  // gradient then needs no transposing copy), else contiguous: as the fake impl.
+  at::Tensor grad_params = at::empty_like(params);
+  if (!spline_layout(grad_params, x.dim())) grad_params = at::empty(params.sizes(), params.options());
+  at::Tensor grad_x =
+      rq_spline_backward_into(c, grad_y, grad_logabsdet, x, grad_params.narrow(-1, 0, k),
+                              grad_params.narrow(-1, k, k), grad_params.narrow(-1, 2 * k, k - 1), launch);
   return {grad_x, grad_params};
 }
 

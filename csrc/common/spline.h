@@ -6,12 +6,15 @@
 //   (heights likewise), d_j = m + softplus(derivatives_{j-1}) at the K - 1 interior knots,
 //   and d_0 = d_K = m + softplus(log(e^(1 - m) - 1)) = 1, so the spline meets the
 //   identity tails with slope 1 (m = 1e-3 everywhere). Outside [-B, B]: y = x, log|dy/dx| = 0.
-// Knots are walked per element from the rows themselves, so nothing of size K needs
-// storing (the CPU kernels still keep each row's K exponentials in a scratch buffer).
+// The per-element functions at the end (rq_locate and after) walk the knots from the
+// parameters themselves, so nothing of size K needs storing: the CUDA kernels' schedule.
+// The CPU kernels run the same steps across SIMD lanes (csrc/flows/rq_spline_kernel.cpp)
+// on the bin math here.
 #pragma once
 
 #include <math.h>
 
+#include "csrc/common/coupling_math.h"
 #include "csrc/common/dtype.h"
 #include "csrc/common/hd.h"
 #include "csrc/common/math.h"
@@ -31,8 +34,6 @@ enum RqBad : int { kRqBadWidths = 1, kRqBadHeights = 2, kRqBadDerivatives = 4 };
 
 PYGEN_HD float rq_exp(float v) { return expf(v); }
 PYGEN_HD double rq_exp(double v) { return exp(v); }
-PYGEN_HD float rq_log(float v) { return logf(v); }
-PYGEN_HD double rq_log(double v) { return log(v); }
 PYGEN_HD float rq_log1p(float v) { return log1pf(v); }
 PYGEN_HD double rq_log1p(double v) { return log1p(v); }
 PYGEN_HD float rq_sqrt(float v) { return sqrtf(v); }
@@ -42,16 +43,57 @@ PYGEN_HD double rq_sqrt(double v) { return sqrt(v); }
 PYGEN_HD float rq_exp_nonpos(float v) { return exp_nonpos_f32(v); }
 PYGEN_HD double rq_exp_nonpos(double v) { return exp(v); }
 
-// torch.nn.functional.softplus (threshold 20) and its derivative.
-template <class C>
-PYGEN_HD C rq_softplus(C v) {
-  return v > C(20) ? v : rq_log1p(rq_exp(v));
+// The host's log, softplus and its derivative are branch-free and call no libm function
+// in float32 (the polynomials of math.h), so the CPU kernel's lane loops vectorize; the
+// device keeps libm's. log covers every input as libm does: subnormals are scaled into
+// the normal range, and 0, negatives, +inf and NaN give -inf, NaN, +inf and NaN.
+PYGEN_HD float rq_log(float v) {
+#if defined(__CUDA_ARCH__)
+  return logf(v);
+#else
+  const bool sub = v < 1.17549435e-38f;  // FLT_MIN
+  const float r =
+      log_f32(sel(sub, v * 16777216.0f, v)) - sel(sub, 16.635532333438687f, 0.0f);  // 2^24, 24 ln 2
+  // Selects, not &&: a short-circuit is control flow, which keeps the lane loops scalar.
+  return sel(v == INFINITY, v, sel(v > 0.0f, r, sel(v == 0.0f, -INFINITY, NAN)));
+#endif
 }
-template <class C>
-PYGEN_HD C rq_softplus_grad(C v) {
-  if (v > C(20)) return C(1);
-  const C z = rq_exp(v);
-  return z / (z + C(1));
+PYGEN_HD double rq_log(double v) {
+#if defined(__CUDA_ARCH__)
+  return log(v);
+#else
+  const bool sub = v < 2.2250738585072014e-308;  // DBL_MIN
+  const double r =
+      log_f64(sel(sub, v * 18014398509481984.0, v)) - sel(sub, 37.42994775023705, 0.0);  // 2^54, 54 ln 2
+  const double inf = INFINITY, nan = NAN;
+  return sel(v == inf, v, sel(v > 0.0, r, sel(v == 0.0, -inf, nan)));
+#endif
+}
+
+// torch.nn.functional.softplus (threshold 20) and its derivative. The host's float32
+// form is max(v, 0) + log1p(e^-|v|), within an ulp of log1p(e^v).
+PYGEN_HD float rq_softplus(float v) {
+#if defined(__CUDA_ARCH__)
+  return v > 20.0f ? v : rq_log1p(rq_exp(v));
+#else
+  return sel(v > 20.0f, v, max_c(v, 0.0f) + log1p_unit(exp_c(-abs_c(v))));
+#endif
+}
+PYGEN_HD double rq_softplus(double v) { return v > 20.0 ? v : rq_log1p(rq_exp(v)); }
+PYGEN_HD float rq_softplus_grad(float v) {
+#if defined(__CUDA_ARCH__)
+  if (v > 20.0f) return 1.0f;
+  const float z = rq_exp(v);
+  return z / (z + 1.0f);
+#else
+  const float z = exp_c(-abs_c(v));  // sigmoid(|v|) = 1 / (1 + z), sigmoid(-|v|) = z / (1 + z)
+  return sel(v > 20.0f, 1.0f, sel(v >= 0.0f, 1.0f, z) / (1.0f + z));
+#endif
+}
+PYGEN_HD double rq_softplus_grad(double v) {
+  if (v > 20.0) return 1.0;
+  const double z = rq_exp(v);
+  return z / (z + 1.0);
 }
 
 template <class C>
@@ -59,8 +101,17 @@ PYGEN_HD C rq_boundary_derivative() {
   return C(kRqMinDerivative) + rq_softplus(C(kRqBoundaryPreactivation));
 }
 
+// One element's parameters, value j at ptr[j * step]: a row of a matrix (step 1) or a
+// column of a conv output whose parameter dim is not last.
 template <class T>
-PYGEN_HD bool rq_all_finite(const T* u, int n) {
+struct RqRow {
+  T* ptr;
+  int64_t step;
+  PYGEN_HD T& operator[](int j) const { return ptr[j * step]; }
+};
+
+template <class T>
+PYGEN_HD bool rq_all_finite(RqRow<const T> u, int n) {
   using C = AccOf<T>;
   C z = 0;
   for (int j = 0; j < n; ++j) z += to_acc(u[j]) * C(0);  // NaN once any value is not finite
@@ -68,7 +119,7 @@ PYGEN_HD bool rq_all_finite(const T* u, int n) {
 }
 
 template <class T>
-PYGEN_HD int rq_row_bad(const T* uw, const T* uh, const T* ud, int K) {
+PYGEN_HD int rq_row_bad(RqRow<const T> uw, RqRow<const T> uh, RqRow<const T> ud, int K) {
   return (rq_all_finite(uw, K) ? 0 : kRqBadWidths) | (rq_all_finite(uh, K) ? 0 : kRqBadHeights) |
          (rq_all_finite(ud, K - 1) ? 0 : kRqBadDerivatives);
 }
@@ -87,27 +138,20 @@ struct RqKnots {
 template <class T>
 struct RqPartition {
   using C = AccOf<T>;
-  const T* u;
-  C* e;  // null, or K values e^(u_j - max) kept rather than recomputed at each walk
+  RqRow<const T> u;
   int K;
   C bound, max, sum, min_size, scale;
 
-  PYGEN_HD RqPartition(const T* u_, C* e_, int K_, C bound_, double min_size_)
-      : u(u_), e(e_), K(K_), bound(bound_) {
+  PYGEN_HD RqPartition(RqRow<const T> u_, int K_, C bound_, double min_size_) : u(u_), K(K_), bound(bound_) {
     max = to_acc(u[0]);
     for (int j = 1; j < K; ++j) max = to_acc(u[j]) > max ? to_acc(u[j]) : max;
     sum = 0;
-    if (e) {
-      for (int j = 0; j < K; ++j) e[j] = rq_exp_nonpos(to_acc(u[j]) - max);
-      for (int j = 0; j < K; ++j) sum += e[j];
-    } else {
-      for (int j = 0; j < K; ++j) sum += rq_exp_nonpos(to_acc(u[j]) - max);
-    }
+    for (int j = 0; j < K; ++j) sum += rq_exp_nonpos(to_acc(u[j]) - max);
     min_size = C(min_size_);
     scale = C(1.0 - min_size_ * K);
   }
 
-  PYGEN_HD C prob(int j) const { return (e ? e[j] : rq_exp_nonpos(to_acc(u[j]) - max)) / sum; }
+  PYGEN_HD C prob(int j) const { return rq_exp_nonpos(to_acc(u[j]) - max) / sum; }
 
   // With search: the bin holding v (knot_k <= v < knot_{k+1}, the last bin closed, as
   // nflows' searchsorted; NaN v lands in the last bin); else bin k.
@@ -137,7 +181,7 @@ struct RqPartition {
   // unnormalized sizes: knot_j = -B + 2B sum_{i<j} (m + s p_i) for interior j, so
   // dL/dp_i = 2B s (g_lo [i < k] + g_hi [i <= k]), then the softmax backward.
   template <class G>
-  PYGEN_HD void backward(const RqKnots<C>& r, C g_lo, C g_hi, G* grad) const {
+  PYGEN_HD void backward(const RqKnots<C>& r, C g_lo, C g_hi, RqRow<G> grad) const {
     const C a = r.k >= 1 ? g_lo : C(0);
     const C b = r.k + 1 <= K - 1 ? g_hi : C(0);
     const C f = (bound + bound) * scale;
@@ -273,15 +317,13 @@ struct RqElement {
 };
 
 // Locates `in` (x, or y with inverse) inside [-B, B] in the spline of one element's
-// parameter rows: widths, heights [K], derivatives [K - 1]. `scratch`: null, or 2K
-// values to keep the softmax exponentials in (the CPU kernels; on CUDA they would
-// live in local memory, slower than recomputing them).
+// parameters: widths, heights [K], derivatives [K - 1].
 template <class T>
-PYGEN_HD RqElement<T> rq_locate(const T* uw, const T* uh, const T* ud, int K, AccOf<T> bound, bool inverse,
-                                AccOf<T> in, AccOf<T>* scratch) {
+PYGEN_HD RqElement<T> rq_locate(RqRow<const T> uw, RqRow<const T> uh, RqRow<const T> ud, int K,
+                                AccOf<T> bound, bool inverse, AccOf<T> in) {
   using C = AccOf<T>;
-  const RqPartition<T> pw(uw, scratch, K, bound, kRqMinBinWidth);
-  const RqPartition<T> ph(uh, scratch ? scratch + K : nullptr, K, bound, kRqMinBinHeight);
+  const RqPartition<T> pw(uw, K, bound, kRqMinBinWidth);
+  const RqPartition<T> ph(uh, K, bound, kRqMinBinHeight);
   const RqPartition<T>& searched = inverse ? ph : pw;
   const RqPartition<T>& other = inverse ? pw : ph;
   const RqKnots<C> found = searched.walk(true, in, 0);
@@ -298,15 +340,15 @@ PYGEN_HD RqElement<T> rq_locate(const T* uw, const T* uh, const T* ud, int K, Ac
 // One element's output and log|d out / d in|, forward or inverse; the identity outside
 // [-B, B] (NaN inputs included).
 template <class T>
-PYGEN_HD void rq_spline_element(const T* uw, const T* uh, const T* ud, int K, AccOf<T> bound, bool inverse,
-                                AccOf<T> in, AccOf<T>* out, AccOf<T>* lad, AccOf<T>* scratch) {
+PYGEN_HD void rq_spline_element(RqRow<const T> uw, RqRow<const T> uh, RqRow<const T> ud, int K,
+                                AccOf<T> bound, bool inverse, AccOf<T> in, AccOf<T>* out, AccOf<T>* lad) {
   using C = AccOf<T>;
   if (!(in >= -bound && in <= bound)) {
     *out = in;
     *lad = C(0);
     return;
   }
-  const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in, scratch);
+  const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in);
   if (inverse)
     rq_bin_inverse(e.bin, in, out, lad);
   else
@@ -316,16 +358,16 @@ PYGEN_HD void rq_spline_element(const T* uw, const T* uh, const T* ud, int K, Ac
 // The backward of one element for the loss gy * out + gl * lad: writes the gradients of
 // its parameter rows (zeros outside [-B, B]) and returns the input's.
 template <class T>
-PYGEN_HD AccOf<T> rq_spline_element_backward(const T* uw, const T* uh, const T* ud, int K, AccOf<T> bound,
-                                             bool inverse, AccOf<T> in, AccOf<T> gy, AccOf<T> gl, T* gw,
-                                             T* gh, T* gd, AccOf<T>* scratch) {
+PYGEN_HD AccOf<T> rq_spline_element_backward(RqRow<const T> uw, RqRow<const T> uh, RqRow<const T> ud, int K,
+                                             AccOf<T> bound, bool inverse, AccOf<T> in, AccOf<T> gy,
+                                             AccOf<T> gl, RqRow<T> gw, RqRow<T> gh, RqRow<T> gd) {
   using C = AccOf<T>;
   for (int j = 0; j < K - 1; ++j) gd[j] = from_acc<T>(C(0));
   if (!(in >= -bound && in <= bound)) {
     for (int j = 0; j < K; ++j) gw[j] = gh[j] = from_acc<T>(C(0));
     return gy;
   }
-  const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in, scratch);
+  const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in);
   const RqBinGrad<C> g = rq_bin_backward(e.bin, in, inverse, gy, gl);
   e.pw.backward(e.kw, g.x0, g.x1, gw);
   e.ph.backward(e.ky, g.y0, g.y1, gh);

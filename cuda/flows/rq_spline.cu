@@ -15,7 +15,7 @@ template <class T>
 __global__ void forward_kernel(RqSplineParams p) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < p.in.n; i += stride) {
-    const int bad = rq_spline_at<T>(p, i, nullptr);
+    const int bad = rq_spline_at<T>(p, i);
     if (bad) atomicOr(p.bad, bad);
   }
 }
@@ -24,7 +24,7 @@ template <class T>
 __global__ void backward_kernel(RqSplineBackwardParams p) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < p.in.n; i += stride)
-    rq_spline_backward_at<T>(p, i, nullptr);
+    rq_spline_backward_at<T>(p, i);
 }
 
 int grid_for(int64_t n) {

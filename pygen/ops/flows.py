@@ -202,8 +202,9 @@ def rq_spline(
         x: any shape ``S``; float32, float64, float16 or bfloat16 (computed in float32,
             or float64 for float64).
         widths: ``[*S, K]`` unnormalized bin widths, ``1 <= K <= 1000``; x's dtype and
-            device. Any strides with a contiguous last dim: slices of one network output
-            ``[..., 3K - 1]`` are read in place when its leading dims flatten to one stride.
+            device. Any strides: read in place when the leading dims flatten to at most
+            two strides (slices of one network output ``[..., 3K - 1]``, also a conv
+            output ``[B, C, 3K - 1, H, W]`` with its parameter dim moved last), else copied.
         heights: ``[*S, K]`` unnormalized bin heights.
         derivatives: ``[*S, K - 1]`` unnormalized derivatives at the interior knots.
         inverse: evaluate the inverse map (``x`` is then a spline output).
@@ -241,7 +242,9 @@ def rq_spline_packed(
     The difference is the gradient: ``params`` gets one tensor back from the backward
     kernel, where three slices would each cost autograd a zero-filled tensor of
     ``params``' size, a copy and a sum (more time than the spline's own backward).
-    Any strides (a conv output with its parameter dim moved last is copied once).
+    Any strides: a conv output ``[B, C, 3K - 1, H, W]`` with its parameter dim moved last
+    is read in place and its gradient comes back in that layout (no transposing copy);
+    parameters whose leading dims do not flatten to two strides are copied once.
 
     Args:
         x: any shape ``S``; float32, float64, float16 or bfloat16.
@@ -312,6 +315,23 @@ def _rq_spline_packed_fake(x, params, inverse, tail_bound, validate):
     return x.new_empty(x.shape), x.new_empty(x.shape)
 
 
+def _spline_layout_ok(t: torch.Tensor, lead: int) -> bool:
+    """Whether the kernels read or write ``t [*S, size]`` in place (bindings/rq_spline.cpp's
+    spline_layout): its leading dims, those of size 1 left out, flatten to two strides."""
+    dims: list[list[int]] = []
+    for size, stride in zip(t.shape[:lead], t.stride()[:lead], strict=True):
+        if size == 1:
+            continue
+        if dims and dims[-1][1] == stride * size:
+            dims[-1] = [dims[-1][0] * size, stride]
+        else:
+            dims.append([size, stride])
+    return len(dims) <= 2
+
+
 @torch.library.register_fake("pygen::rq_spline_packed_backward")
 def _rq_spline_packed_backward_fake(grad_y, grad_logabsdet, x, params, inverse, tail_bound):
-    return x.new_empty(x.shape), x.new_empty(params.shape)
+    grad_params = torch.empty_like(params)
+    if not _spline_layout_ok(grad_params, x.dim()):
+        grad_params = params.new_empty(params.shape)
+    return x.new_empty(x.shape), grad_params

@@ -11,7 +11,7 @@ from tests.helpers import opcheck
 
 def _packed(lead, K, dtype, device, layout, seed):
     """Parameters [*lead, 3K - 1]: contiguous, a conv output [B, C, 3K - 1, H, W] with the
-    parameter dim moved last (copied to rows once), the same with the parameter dim first,
+    parameter dim moved last (read in place), the same with the parameter dim first,
     a slice of a wider row (row stride, read in place), or rows under transposed leading
     dims."""
     g = torch.Generator().manual_seed(seed)
