@@ -15,13 +15,17 @@ namespace pygen {
 
 namespace {
 
+// Each op takes its device guard at launch, after the impl's checks: the dispatcher comes
+// here when any argument is on CUDA, and a guard on a cpu x would fail with CUDAGuard's
+// internal message before the checks could name the argument.
+
 std::tuple<at::Tensor, at::Tensor> affine_coupling_cuda_op(const at::Tensor& x, const at::Tensor& shift,
                                                            const at::Tensor& raw_scale,
                                                            const std::string& scale_fn,
                                                            std::optional<double> clamp, bool inverse) {
-  const c10::cuda::CUDAGuard guard(x.device());
   return affine_coupling_impl(x, shift, raw_scale, scale_fn, clamp, inverse,
-                              [](const AffineCouplingParams& p) {
+                              [&](const AffineCouplingParams& p) {
+                                const c10::cuda::CUDAGuard guard(x.device());
                                 C10_CUDA_CHECK(affine_coupling_cuda(p, c10::cuda::getCurrentCUDAStream()));
                               });
 }
@@ -30,10 +34,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cuda_op(
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,
     const at::Tensor& x, const at::Tensor& shift, const at::Tensor& raw_scale, const std::string& scale_fn,
     std::optional<double> clamp, bool inverse) {
-  const c10::cuda::CUDAGuard guard(x.device());
   return affine_coupling_backward_impl(
       grad_y, grad_logdet, x, shift, raw_scale, scale_fn, clamp, inverse,
-      [](const AffineCouplingBackwardParams& p) {
+      [&](const AffineCouplingBackwardParams& p) {
+        const c10::cuda::CUDAGuard guard(x.device());
         C10_CUDA_CHECK(affine_coupling_backward_cuda(p, c10::cuda::getCurrentCUDAStream()));
       });
 }
@@ -41,10 +45,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> affine_coupling_backward_cuda_op(
 std::tuple<at::Tensor, at::Tensor> affine_coupling_layer_cuda_op(
     const at::Tensor& x, const at::Tensor& params, int64_t active_begin, int64_t active, bool interleaved,
     const std::string& scale_fn, std::optional<double> clamp, bool inverse) {
-  const c10::cuda::CUDAGuard guard(x.device());
   return affine_coupling_layer_impl(
       x, params, active_begin, active, interleaved, scale_fn, clamp, inverse,
-      [](const AffineCouplingParams& p) {
+      [&](const AffineCouplingParams& p) {
+        const c10::cuda::CUDAGuard guard(x.device());
         C10_CUDA_CHECK(affine_coupling_cuda(p, c10::cuda::getCurrentCUDAStream()));
       });
 }
@@ -53,10 +57,10 @@ std::tuple<at::Tensor, at::Tensor> affine_coupling_layer_backward_cuda_op(
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,
     const at::Tensor& x, const at::Tensor& params, int64_t active_begin, int64_t active, bool interleaved,
     const std::string& scale_fn, std::optional<double> clamp, bool inverse) {
-  const c10::cuda::CUDAGuard guard(x.device());
   return affine_coupling_layer_backward_impl(
       grad_y, grad_logdet, x, params, active_begin, active, interleaved, scale_fn, clamp, inverse,
-      [](const AffineCouplingBackwardParams& p) {
+      [&](const AffineCouplingBackwardParams& p) {
+        const c10::cuda::CUDAGuard guard(x.device());
         C10_CUDA_CHECK(affine_coupling_backward_cuda(p, c10::cuda::getCurrentCUDAStream()));
       });
 }
@@ -65,9 +69,9 @@ std::tuple<at::Tensor, at::Tensor> mix_logistic_cdf_cuda_op(const at::Tensor& x,
                                                             const at::Tensor& means,
                                                             const at::Tensor& log_scales, bool inverse,
                                                             double tol, int64_t max_iters, bool validate) {
-  const c10::cuda::CUDAGuard guard(x.device());
   return mix_logistic_cdf_impl(x, logits, means, log_scales, inverse, tol, max_iters, validate,
-                               [](const MixLogisticParams& p) {
+                               [&](const MixLogisticParams& p) {
+                                 const c10::cuda::CUDAGuard guard(x.device());
                                  C10_CUDA_CHECK(mix_logistic_cdf_cuda(p, c10::cuda::getCurrentCUDAStream()));
                                });
 }
@@ -76,9 +80,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> mix_logistic_cdf_back
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,
     const at::Tensor& x, const at::Tensor& logits, const at::Tensor& means, const at::Tensor& log_scales,
     bool inverse) {
-  const c10::cuda::CUDAGuard guard(x.device());
   return mix_logistic_cdf_backward_impl(
-      grad_y, grad_logdet, x, logits, means, log_scales, inverse, [](const MixLogisticBackwardParams& p) {
+      grad_y, grad_logdet, x, logits, means, log_scales, inverse, [&](const MixLogisticBackwardParams& p) {
+        const c10::cuda::CUDAGuard guard(x.device());
         C10_CUDA_CHECK(mix_logistic_cdf_backward_cuda(p, c10::cuda::getCurrentCUDAStream()));
       });
 }

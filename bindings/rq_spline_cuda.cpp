@@ -13,31 +13,36 @@ namespace pygen {
 
 namespace {
 
+// Each op takes its device guard at launch, after the impl's checks: the dispatcher comes
+// here when any argument is on CUDA, and a guard on a cpu x would fail with CUDAGuard's
+// internal message before the checks could name the argument.
+
 std::tuple<at::Tensor, at::Tensor> rq_spline_cuda_op(const at::Tensor& x, const at::Tensor& widths,
                                                      const at::Tensor& heights, const at::Tensor& derivatives,
                                                      bool inverse, double tail_bound, bool validate) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return rq_spline_impl(
-      x, widths, heights, derivatives, inverse, tail_bound, validate,
-      [](const RqSplineParams& p) { C10_CUDA_CHECK(rq_spline_cuda(p, c10::cuda::getCurrentCUDAStream())); });
+  return rq_spline_impl(x, widths, heights, derivatives, inverse, tail_bound, validate,
+                        [&](const RqSplineParams& p) {
+                          const c10::cuda::CUDAGuard guard(x.device());
+                          C10_CUDA_CHECK(rq_spline_cuda(p, c10::cuda::getCurrentCUDAStream()));
+                        });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> rq_spline_backward_cuda_op(
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logabsdet,
     const at::Tensor& x, const at::Tensor& widths, const at::Tensor& heights, const at::Tensor& derivatives,
     bool inverse, double tail_bound) {
-  const c10::cuda::CUDAGuard guard(x.device());
   return rq_spline_backward_impl(
       grad_y, grad_logabsdet, x, widths, heights, derivatives, inverse, tail_bound,
-      [](const RqSplineBackwardParams& p) {
+      [&](const RqSplineBackwardParams& p) {
+        const c10::cuda::CUDAGuard guard(x.device());
         C10_CUDA_CHECK(rq_spline_backward_cuda(p, c10::cuda::getCurrentCUDAStream()));
       });
 }
 
 std::tuple<at::Tensor, at::Tensor> rq_spline_packed_cuda_op(const at::Tensor& x, const at::Tensor& params,
                                                             bool inverse, double tail_bound, bool validate) {
-  const c10::cuda::CUDAGuard guard(x.device());
-  return rq_spline_packed_impl(x, params, inverse, tail_bound, validate, [](const RqSplineParams& p) {
+  return rq_spline_packed_impl(x, params, inverse, tail_bound, validate, [&](const RqSplineParams& p) {
+    const c10::cuda::CUDAGuard guard(x.device());
     C10_CUDA_CHECK(rq_spline_cuda(p, c10::cuda::getCurrentCUDAStream()));
   });
 }
@@ -45,9 +50,9 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_packed_cuda_op(const at::Tensor& x,
 std::tuple<at::Tensor, at::Tensor> rq_spline_packed_backward_cuda_op(
     const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logabsdet,
     const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound) {
-  const c10::cuda::CUDAGuard guard(x.device());
   return rq_spline_packed_backward_impl(
-      grad_y, grad_logabsdet, x, params, inverse, tail_bound, [](const RqSplineBackwardParams& p) {
+      grad_y, grad_logabsdet, x, params, inverse, tail_bound, [&](const RqSplineBackwardParams& p) {
+        const c10::cuda::CUDAGuard guard(x.device());
         C10_CUDA_CHECK(rq_spline_backward_cuda(p, c10::cuda::getCurrentCUDAStream()));
       });
 }
