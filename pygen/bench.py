@@ -39,25 +39,50 @@ class Case:
     bytes: float | None = None  # memory the op must read per call, for the bandwidth floor
 
 
-def median_seconds(fn: Callable[[], object], device: str, repeats: int, min_time: float = 0.02) -> float:
-    """Median over ``repeats`` of the mean time of a batch of calls lasting about ``min_time``."""
+def _timer(fn: Callable[[], object], device: str, min_time: float) -> Callable[[], float]:
+    """Warms ``fn`` up and returns a sampler: the mean time of a batch of calls lasting
+    about ``min_time``."""
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     fn()
     sync()
     start = time.perf_counter()
     fn()
     sync()
-    once = max(time.perf_counter() - start, 1e-7)
-    inner = max(1, int(min_time / once))
-    samples = []
-    for _ in range(repeats):
+    inner = max(1, int(min_time / max(time.perf_counter() - start, 1e-7)))
+
+    def sample() -> float:
         sync()
         start = time.perf_counter()
         for _ in range(inner):
             fn()
         sync()
-        samples.append((time.perf_counter() - start) / inner)
-    return statistics.median(samples)
+        return (time.perf_counter() - start) / inner
+
+    return sample
+
+
+def median_seconds(fn: Callable[[], object], device: str, repeats: int, min_time: float = 0.02) -> float:
+    """Median over ``repeats`` of the mean time of a batch of calls lasting about ``min_time``."""
+    sample = _timer(fn, device, min_time)
+    return statistics.median(sample() for _ in range(repeats))
+
+
+def paired_median_seconds(
+    fn: Callable[[], object],
+    baseline_fn: Callable[[], object],
+    device: str,
+    repeats: int,
+    min_time: float = 0.02,
+) -> tuple[float, float]:
+    """Medians as :func:`median_seconds` of ``fn`` and ``baseline_fn``, their batches
+    alternating (in alternating order), so that a machine whose speed drifts during the
+    row (a shared CPU, clocks) slows both sides alike and the ratio stays put."""
+    ours, base = _timer(fn, device, min_time), _timer(baseline_fn, device, min_time)
+    a, b = [], []
+    for r in range(repeats):
+        for sample, out in ((ours, a), (base, b)) if r % 2 == 0 else ((base, b), (ours, a)):
+            out.append(sample())
+    return statistics.median(a), statistics.median(b)
 
 
 def copy_bandwidth(device: str) -> float:
@@ -146,8 +171,7 @@ def run(
     print(f"{'family':<9} {'case':<36} {'pygen':>9} {'baseline':>20} {'':>9} {'speedup':>8}")
     for fam in [family] if family else families():
         for case in load_family(fam).cases(device, quick):
-            ours = median_seconds(case.fn, device, repeats)
-            base = median_seconds(case.baseline_fn, device, repeats)
+            ours, base = paired_median_seconds(case.fn, case.baseline_fn, device, repeats)
             row = {
                 "family": fam,
                 "case": case.name,

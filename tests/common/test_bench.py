@@ -10,6 +10,13 @@ def test_median_seconds_measures_work():
     assert 0 < bench.median_seconds(lambda: sum(range(1000)), "cpu", repeats=3, min_time=0.001) < 0.1
 
 
+def test_paired_median_seconds_keeps_each_side_apart():
+    ours, base = bench.paired_median_seconds(
+        lambda: sum(range(20000)), lambda: sum(range(1000)), "cpu", repeats=4, min_time=0.002
+    )
+    assert ours > 4 * base > 0
+
+
 def test_run_writes_nothing_without_save(capsys):
     report = bench.run("random", quick=True, save=False, repeats=1)
     rows = report["rows"]
