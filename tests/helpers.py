@@ -2,6 +2,9 @@
 
 import contextlib
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -87,3 +90,24 @@ def debug_checks(enabled: bool = True):
         yield
     finally:
         pygen.set_debug_checks(before)
+
+
+def run_on_each_isa(script: str, **env: str) -> dict[str, list[str]]:
+    """Runs ``script`` in a fresh interpreter once per SIMD path this CPU can take
+    (``PYGEN_CPU_ISA``). The script prints ``pygen.info()["cpu_isa"]`` first, checked to be
+    the path asked for; returns the rest of its output's words by path."""
+    detected = pygen.info()["cpu_isa_detected"]
+    paths = ["scalar", "avx2", "avx512"][: ["scalar", "avx2", "avx512"].index(detected) + 1]
+    out = {}
+    for isa in paths:
+        run = subprocess.run(
+            [sys.executable, "-c", script],
+            env=dict(os.environ, PYGEN_CPU_ISA=isa, **env),
+            capture_output=True,
+            text=True,
+        )
+        assert run.returncode == 0, run.stderr
+        words = run.stdout.split()
+        assert words[0] == isa, (isa, words)
+        out[isa] = words[1:]
+    return out

@@ -11,7 +11,7 @@ import torch
 
 import pygen
 from pygen.ops import reference
-from tests.helpers import DEVICES, assert_error_within, opcheck
+from tests.helpers import DEVICES, assert_error_within, opcheck, run_on_each_isa
 
 DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16]
 SHAPES = [(), (0,), (1,), (7,), (3, 5), (2, 3, 17), (4099,)]
@@ -118,21 +118,8 @@ sys.stdout.write(pygen.info()["cpu_isa"] + " " + str(hash(out[0].view(torch.uint
     ],
 )
 def test_simd_paths_agree_bit_for_bit(fn, dtype):
-    detected = pygen.info()["cpu_isa_detected"]
-    paths = ["scalar", "avx2", "avx512"][: ["scalar", "avx2", "avx512"].index(detected) + 1]
-    digests = {}
-    for isa in paths:
-        env = dict(os.environ, PYGEN_CPU_ISA=isa, PYTHONHASHSEED="0")
-        out = subprocess.run(
-            [sys.executable, "-c", SCRIPT.format(fn=fn, dtype=dtype)],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        assert out[0] == isa
-        digests[isa] = out[1]
-    assert len(set(digests.values())) == 1, digests
+    digests = run_on_each_isa(SCRIPT.format(fn=fn, dtype=dtype), PYTHONHASHSEED="0")
+    assert len({tuple(d) for d in digests.values()}) == 1, digests
 
 
 def test_bad_isa_override_is_reported():

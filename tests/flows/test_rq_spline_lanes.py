@@ -3,15 +3,12 @@ the tile size, K = 2..16, elements in the tails, on the bounds and exactly on kn
 forward, inverse and backward against the reference; parameters read and gradients
 written in a conv output's layout; and the same bits from every SIMD path this CPU has."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import pygen
 from pygen.ops import reference
+from tests.helpers import run_on_each_isa
 
 B = 3.0
 
@@ -129,17 +126,5 @@ print(h.hexdigest())
 
 
 def test_simd_paths_agree_bit_for_bit():
-    detected = pygen.info()["cpu_isa_detected"]
-    paths = ["scalar", "avx2", "avx512"][: ["scalar", "avx2", "avx512"].index(detected) + 1]
-    digests = {}
-    for isa in paths:
-        out = subprocess.run(
-            [sys.executable, "-c", ISA_SCRIPT],
-            env=dict(os.environ, PYGEN_CPU_ISA=isa),
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
-        assert out[0] == isa
-        digests[isa] = out[1]
-    assert len(set(digests.values())) == 1, digests
+    digests = run_on_each_isa(ISA_SCRIPT)
+    assert len({tuple(d) for d in digests.values()}) == 1, digests

@@ -2,16 +2,12 @@
 integers, every SIMD path, torch.compile and bad input; on CUDA too when present (GEMV at
 M <= 4, tiles beyond, K split across blocks when tiles are few)."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 import pygen
 from pygen.quant import reference
-from tests.helpers import DEVICES, assert_error_within, opcheck
+from tests.helpers import DEVICES, assert_error_within, opcheck, run_on_each_isa
 
 FORMATS = [
     ("int4", dict(group_size=32)),
@@ -261,14 +257,7 @@ sys.stdout.write(f"{pygen.info()['cpu_isa']} {worst[torch.float32]!r} {worst[tor
 
 
 def test_every_simd_path():
-    detected = pygen.info()["cpu_isa_detected"]
-    paths = ["scalar", "avx2", "avx512"][: ["scalar", "avx2", "avx512"].index(detected) + 1]
-    for isa in paths:
-        env = dict(os.environ, PYGEN_CPU_ISA=isa)
-        run = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True)
-        assert run.returncode == 0, run.stderr
-        chosen, fp32, bf16 = run.stdout.split()
-        assert chosen == isa
+    for isa, (fp32, bf16) in run_on_each_isa(SCRIPT).items():
         # float32 sums only round; bfloat16 outputs round to 8 bits (relative 2^-9).
         assert float(fp32) < 1e-6 and float(bf16) < 4e-3, (isa, fp32, bf16)
 
