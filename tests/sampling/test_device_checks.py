@@ -58,6 +58,9 @@ def _calls(device):
     x = torch.full((2, 16), 599, device=device)
     x[:, ::3] = 7
     temperature = torch.tensor([0.7, 1.3], device=device)
+    # Made here, not in the lambdas: torch.tensor(..., device="cuda") copies from the host
+    # and synchronizes, which the no-sync test forbids and a graph capture cannot hold.
+    alpha_s = torch.tensor([0.5, 0.9], device=device)
     return [
         lambda: pygen.ops.sample_categorical(
             logits,
@@ -68,9 +71,7 @@ def _calls(device):
             seed=3,
             return_logprob=True,
         ),
-        lambda: pygen.ops.unmask_ancestral(
-            step_logits, x, 599, 0.2, torch.tensor([0.5, 0.9], device=device), seed=3
-        ),
+        lambda: pygen.ops.unmask_ancestral(step_logits, x, 599, 0.2, alpha_s, seed=3),
         lambda: pygen.ops.unmask_by_confidence(step_logits, x, 599, 4, confidence="margin", seed=3),
         lambda: pygen.ops.unmask_first_hitting(step_logits, x, 599, temperature=temperature, seed=3),
     ]
