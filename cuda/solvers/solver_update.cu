@@ -1,6 +1,6 @@
 // CUDA kernel of solver_update: one thread per Philox block of the flat index (4
-// values, 2 in float64), so the noise is the same stream as pygen.ops.randn and a
-// seeded SDE sample matches the CPU's.
+// values, 2 in float64), so the noise is the same stream as pygen.ops.randn, and with
+// the CPU's roundings a seeded step equals the CPU's bit for bit.
 #include <algorithm>
 
 #include "csrc/common/distributions.h"
@@ -36,24 +36,30 @@ __global__ void update_kernel(SolverUpdateParams p) {
       C pred = 0;
       if (out) {
         if (p.thresh) {
-          const C s = C(p.thresh[b]);
-          pred = fmin(fmax(to_acc(out[i]), -s), s) / s;
+          // std::min(std::max(o, -s), s) as on the CPU: a NaN stays NaN (fmax / fmin
+          // would turn it into -1), as torch.clamp in the reference.
+          const C s = C(p.thresh[b]), o = to_acc(out[i]);
+          const C lo = o < -s ? -s : o;
+          pred = (s < lo ? s : lo) / s;
         } else {
+          // Every product and sum rounded as the CPU kernel (built without contraction)
+          // rounds it, where nvcc would fuse FMAs: a seeded step is bit-identical on both.
           C g = to_acc(out[i]);
           if (uncond) {
             const C u = to_acc(uncond[i]);
-            g = u + C(cf[kCoefW]) * (g - u);
+            g = add_rn(u, mul_rn(C(cf[kCoefW]), add_rn(g, -u)));
           }
-          pred = C(cf[kCoefCx]) * to_acc(x[i]) + C(cf[kCoefCo]) * g;
+          pred = add_rn(mul_rn(C(cf[kCoefCx]), to_acc(x[i])), mul_rn(C(cf[kCoefCo]), g));
         }
         if (pred_out) pred_out[i] = from_acc<T>(pred);
       }
       if (y_out) {
-        C acc = C(cf[kCoefA]) * to_acc(x[i]);
-        if (out) acc += C(cf[kCoefBp]) * pred;
+        C acc = mul_rn(C(cf[kCoefA]), to_acc(x[i]));
+        if (out) acc = add_rn(acc, mul_rn(C(cf[kCoefBp]), pred));
         for (int h = 0; h < p.n_hist; ++h)
-          acc += C(cf[kSolverCoefHistory + h]) * to_acc(static_cast<const T*>(p.hist[h])[i]);
-        if (p.noise) acc += C(cf[kCoefC]) * noise[v];
+          acc =
+              add_rn(acc, mul_rn(C(cf[kSolverCoefHistory + h]), to_acc(static_cast<const T*>(p.hist[h])[i])));
+        if (p.noise) acc = add_rn(acc, mul_rn(C(cf[kCoefC]), noise[v]));
         y_out[i] = from_acc<T>(acc);
       }
     }

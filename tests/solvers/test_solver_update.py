@@ -5,7 +5,7 @@ import torch
 
 import pygen
 from pygen.ops import reference
-from tests.helpers import assert_error_within, opcheck
+from tests.helpers import DEVICES, assert_error_within, opcheck
 
 SHAPES = [(1, 1), (3, 5, 7), (4, 1000), (2, 3, 17, 9)]
 
@@ -87,6 +87,49 @@ def test_thresholding(device):
     torch.testing.assert_close(pred.cpu(), p64, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(y.cpu(), y64, rtol=1e-12, atol=1e-12)
     assert pred.abs().max() <= 1.0
+
+
+def test_thresholding_keeps_nan(device):
+    # A NaN prediction stays NaN (as torch.clamp), on every device: CUDA's fmax / fmin
+    # would have clamped it to -1 silently. The row's threshold, an order statistic
+    # below the NaN, stays finite.
+    g = torch.Generator().manual_seed(1)
+    x, out, _, hist, coef = _inputs((4, 300), 1, torch.float64, device, g)
+    out = out * 3
+    out[1, 7] = float("nan")
+    y, pred = pygen.ops.solver_update(x, coef, out=out, history=hist, threshold_ratio=0.9, threshold_max=2.5)
+    assert pred[1, 7].isnan() and y[1, 7].isnan()
+    finite = torch.ones_like(pred, dtype=torch.bool)
+    finite[1, 7] = False
+    assert pred[finite].isfinite().all() and pred[finite].abs().max() <= 1.0
+    rows = [0, 2, 3]  # the reference's quantile is NaN for row 1 as a whole
+    y64, p64 = reference.solver_update(
+        x[rows].cpu(),
+        coef[rows].cpu(),
+        out=out[rows].cpu(),
+        history=[h[rows].cpu() for h in hist],
+        threshold_ratio=0.9,
+        threshold_max=2.5,
+    )
+    torch.testing.assert_close(pred[rows].cpu(), p64, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y[rows].cpu(), y64, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif("cuda" not in DEVICES, reason="needs a GPU and a CUDA build")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("threshold", [0.0, 0.8])
+def test_cpu_and_cuda_bit_identical(dtype, threshold):
+    # The CUDA kernel rounds every product and sum as the CPU kernel does (no FMA), and
+    # the noise is the same stream: a seeded step is the same on both devices.
+    g = torch.Generator().manual_seed(5)
+    x, out, uncond, hist, coef = _inputs((3, 1001), 2, dtype, "cpu", g)
+    kw = dict(out=out * 3, uncond=None if threshold else uncond, history=hist, noise=True, seed=11, offset=4)
+    cpu = pygen.ops.solver_update(x, coef, threshold_ratio=threshold, threshold_max=2.0, **kw)
+    kw = {k: (v.cuda() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    kw["history"] = [h.cuda() for h in hist]
+    gpu = pygen.ops.solver_update(x.cuda(), coef.cuda(), threshold_ratio=threshold, threshold_max=2.0, **kw)
+    for a, b in zip(cpu, gpu, strict=True):
+        assert torch.equal(a, b.cpu())
 
 
 def test_deterministic_across_threads():
