@@ -12,11 +12,13 @@ namespace pygen {
 namespace {
 
 constexpr int kThreads = 256;
+constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x's limit
 
 template <class C>
 __device__ C block_sum(C v) {
   __shared__ C warp_sums[kThreads / 32];
   for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  __syncthreads();  // thread 0 may still be reading the previous task's sums
   if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
   __syncthreads();
   C total = 0;
@@ -34,22 +36,25 @@ __global__ void forward_kernel(AffineCouplingParams p, int64_t chunks) {
   const T* raw = static_cast<const T*>(p.raw);
   T* y = static_cast<T*>(p.y);
   const C clamp = C(p.clamp), inv_clamp = p.clamp > 0 ? C(1.0 / p.clamp) : C(0);
-  const int64_t t = blockIdx.x;
-  const int64_t b = t / chunks;
-  const int64_t begin = (t % chunks) * kAffineChunk;
-  const int64_t end = begin + kAffineChunk < g.numel() ? begin + kAffineChunk : g.numel();
-  C acc = 0;
-  for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
-    const int64_t xo = g.active_offset(b, i), po = g.param_offset(b, i);
-    const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[po]), clamp, inv_clamp);
-    const C v = to_acc(x[xo]), sh = to_acc(shift[po]);
-    y[xo] = from_acc<T>(Inverse ? (v - sh) * s.factor : v * s.factor + sh);
-    acc += s.log_scale;
-  }
-  const C sum = block_sum(acc);
-  if (threadIdx.x == 0) {
-    C* out = chunks == 1 ? static_cast<C*>(p.logdet) + b : static_cast<C*>(p.partial) + t;
-    *out = Inverse ? -sum : sum;
+  // Task t = (sample, chunk); a block takes tasks gridDim.x apart (the grid is capped at
+  // gridDim.x's limit, which batch * chunks may pass).
+  for (int64_t t = blockIdx.x; t < g.batch * chunks; t += gridDim.x) {
+    const int64_t b = t / chunks;
+    const int64_t begin = (t % chunks) * kAffineChunk;
+    const int64_t end = begin + kAffineChunk < g.numel() ? begin + kAffineChunk : g.numel();
+    C acc = 0;
+    for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+      const int64_t xo = g.active_offset(b, i), po = g.param_offset(b, i);
+      const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[po]), clamp, inv_clamp);
+      const C v = to_acc(x[xo]), sh = to_acc(shift[po]);
+      y[xo] = from_acc<T>(Inverse ? (v - sh) * s.factor : v * s.factor + sh);
+      acc += s.log_scale;
+    }
+    const C sum = block_sum(acc);
+    if (threadIdx.x == 0) {
+      C* out = chunks == 1 ? static_cast<C*>(p.logdet) + b : static_cast<C*>(p.partial) + t;
+      *out = Inverse ? -sum : sum;
+    }
   }
 }
 
@@ -117,7 +122,8 @@ cudaError_t affine_coupling_cuda(const AffineCouplingParams& p, cudaStream_t str
     using T = decltype(tag);
     using C = AccOf<T>;
     visit_affine_map(p.scale_fn, p.inverse, [&](auto fn, auto inv) {
-      forward_kernel<T, fn(), inv()><<<unsigned(p.g.batch * chunks), kThreads, 0, stream>>>(p, chunks);
+      forward_kernel<T, fn(), inv()>
+          <<<unsigned(std::min<int64_t>(p.g.batch * chunks, kMaxGrid)), kThreads, 0, stream>>>(p, chunks);
     });
     if (chunks > 1)
       sum_chunks_kernel<C><<<unsigned((p.g.batch + kThreads - 1) / kThreads), kThreads, 0, stream>>>(

@@ -1,12 +1,14 @@
 """pygen.ops.affine_coupling against its float64 reference, round trips, Jacobians,
 gradients, opcheck, torch.compile and bad inputs."""
 
+import math
+
 import pytest
 import torch
 
 import pygen
 from pygen.ops import reference
-from tests.helpers import assert_error_within, opcheck
+from tests.helpers import DEVICES, assert_error_within, opcheck
 
 # (4, 5000) and (2, 9001) span several 4096-element chunks per sample.
 SHAPES = [(1, 1), (3, 5, 7), (2, 3, 17, 9), (4, 5000), (2, 9001)]
@@ -161,3 +163,20 @@ def test_bad_input(kwargs, error, match):
     x, shift, raw = args.pop("x"), args.pop("shift"), args.pop("raw_scale")
     with pytest.raises(error, match=match):
         pygen.ops.affine_coupling(x, shift, raw, **args)
+
+
+@pytest.mark.skipif("cuda" not in DEVICES, reason="needs a GPU and a CUDA build")
+def test_more_samples_than_a_grid_holds():
+    # 2^31 one-element samples: one (sample, chunk) task each, past gridDim.x's 2^31 - 1
+    # (a grid of one block per task failed to launch). About 20 GB of device memory.
+    if torch.cuda.get_device_properties(0).total_memory < 40 << 30:
+        pytest.skip("needs a GPU with 40 GB")
+    n = 1 << 31
+    x = torch.zeros(n, 1, dtype=torch.bfloat16, device="cuda")
+    params = torch.zeros_like(x)
+    x[-1], params[-1] = 1.0, 0.5
+    y, logdet = pygen.ops.affine_coupling(x, params, params)
+    assert y[-1].item() == torch.tensor(1.0 * math.exp(0.5) + 0.5).bfloat16().item()
+    assert logdet[-1].item() == 0.5 and logdet[-2].item() == 0.0 and y[-2].item() == 0.0
+    del x, params, y, logdet
+    torch.cuda.empty_cache()  # give the 20 GB back to the tests after this one
