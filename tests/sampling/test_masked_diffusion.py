@@ -317,6 +317,19 @@ def test_cpu_and_cuda_agree(torch_seed):
     assert (cpu != pygen.ops.unmask_first_hitting(logits.cuda(), x.cuda(), 100, seed=3).cpu()).sum() <= 1
 
 
+@pytest.mark.skipif("cuda" not in DEVICES, reason="needs a GPU and a CUDA build")
+def test_more_positions_than_a_grid_holds_raise():
+    # A thread block per position: 2^31 positions pass gridDim.x's 2^31 - 1 (and 2^32
+    # would wrap to a partial step). Expanded inputs: the check comes before any copy.
+    logits = torch.zeros(1, 1, 2, device="cuda").expand(1 << 16, 1 << 15, 2)
+    x = torch.zeros(1, 1, dtype=torch.int64, device="cuda").expand(1 << 16, 1 << 15)
+    match = r"at most 2\^31 - 1 positions \(batch \* length\) on CUDA, got 2147483648"
+    with pytest.raises(ValueError, match=match):
+        pygen.ops.unmask_ancestral(logits, x, 0, 0.0, 1.0, seed=0)
+    with pytest.raises(ValueError, match=match):
+        pygen.ops.unmask_by_confidence(logits, x, 0, 1, seed=0)
+
+
 def test_opcheck(device):
     logits, x = masked_input((3, 5, 11), 2)
     logits, x = logits.to(device), x.to(device)
