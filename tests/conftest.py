@@ -20,6 +20,18 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("device", params)
 
 
+def pytest_collection_modifyitems(items):
+    """Marks ``cuda`` every test that runs on a GPU: the cuda half of the device
+    parametrization, and the tests skipped without a GPU (their skip reason names CUDA).
+    The GPU machines run just these: ``pytest -m cuda`` (``make gpu-test``)."""
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        on_cuda = spec is not None and spec.params.get("device") == "cuda"
+        needs_cuda = any("CUDA" in str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
+        if on_cuda or needs_cuda:
+            item.add_marker(pytest.mark.cuda)
+
+
 @pytest.fixture(params=[0, 1, 0xDEADBEEF, (1 << 63) + 12345, (1 << 64) - 1], ids=lambda s: f"seed{s:x}")
 def seed(request) -> int:
     """Seeds covering zero, small, 32-bit and both halves of the 64-bit key."""
