@@ -22,8 +22,9 @@ def pytest_generate_tests(metafunc):
 
 def pytest_collection_modifyitems(items):
     """Marks ``cuda`` every test that runs on a GPU: the cuda half of the device
-    parametrization, and the tests skipped without a GPU (their skip reason names CUDA).
-    The GPU machines run just these: ``pytest -m cuda`` (``make gpu-test``)."""
+    parametrization, and the tests skipped without a GPU (their skip reason names CUDA);
+    a CPU test with a GPU part inside carries the mark itself. The GPU machines run just
+    these: ``pytest -m cuda`` (``make gpu-test``)."""
     for item in items:
         spec = getattr(item, "callspec", None)
         on_cuda = spec is not None and spec.params.get("device") == "cuda"

@@ -155,6 +155,7 @@ def test_opcheck_and_compile(device, torch_seed):
     torch.testing.assert_close(compiled(q, k, v), pygen.ops.attention(q, k, v, causal=True))
 
 
+@pytest.mark.cuda  # its last check mixes devices: make gpu-test runs it too
 def test_bad_input():
     q, k, v = qkv(1, 4, 2, 32, 32, 64)
     att = pygen.ops.attention
