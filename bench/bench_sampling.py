@@ -4,12 +4,15 @@ noise (fast, but it truncates the tail), and top-k / sort-based top-p (as in HF'
 logits warpers) followed by torch.multinomial. The masked-diffusion steps against the
 eager steps of MDLM and LLaDA, with float64 Gumbel noise (Zheng et al.'s fix). Every
 row also reports its time over the bandwidth floor: the logits read once at the speed of a
-large device copy (on an H100 the goal is within 3x of it at B = 64, V = 128k)."""
+large device copy (on an H100 the goal is within 3x of it at B = 64, V = 128k). On a GPU,
+rows of up to 64 long rows also compare against pygen's own kernel run with one thread
+block per row, which the split of each row over several blocks replaces there."""
 
 import torch
 
 import pygen
 from pygen.bench import Case
+from pygen.ops.sampling import _cuda_split
 
 
 def multinomial(logits):
@@ -103,6 +106,12 @@ def masked_diffusion_cases(device: str, quick: bool) -> list[Case]:
     ]
 
 
+def one_block_per_row(logits, **params):
+    """pygen's CUDA kernel without the split of few long rows over several blocks."""
+    with _cuda_split(1):
+        return pygen.ops.sample_categorical(logits, **params)
+
+
 def cases(device: str, quick: bool = False) -> list[Case]:
     shapes = (
         [(1, 32768), (64, 32768)]
@@ -124,6 +133,17 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                     baseline=name,
                     baseline_fn=lambda logits=logits, baseline=baseline: baseline(logits),
                     params={"batch": batch, "vocab": vocab, "device": device},
+                    bytes=_bytes(logits),
+                )
+            )
+        if device.startswith("cuda") and batch <= 64:  # where the kernels split rows
+            out.append(
+                Case(
+                    name=f"sample B={batch} V={vocab // 1024}k",
+                    fn=lambda logits=logits: pygen.ops.sample_categorical(logits, seed=1, min_p=0.01),
+                    baseline="one block per row",
+                    baseline_fn=lambda logits=logits: one_block_per_row(logits, seed=1, min_p=0.01),
+                    params={"batch": batch, "vocab": vocab, "device": device, "min_p": 0.01},
                     bytes=_bytes(logits),
                 )
             )

@@ -9,6 +9,7 @@
 #include <atomic>
 
 #include "bindings/checks.h"
+#include "bindings/sampling.h"
 #include "csrc/common/cpu_isa.h"
 #include "csrc/common/parallel_for.h"
 
@@ -20,10 +21,16 @@ void bind_flows(py::module_& m);
 
 namespace {
 std::atomic<bool> g_debug_checks{false};
+std::atomic<int64_t> g_categorical_split{0};
 }  // namespace
 
 bool debug_checks() { return g_debug_checks.load(std::memory_order_relaxed); }
 void set_debug_checks(bool enabled) { g_debug_checks.store(enabled, std::memory_order_relaxed); }
+int64_t categorical_split_override() { return g_categorical_split.load(std::memory_order_relaxed); }
+void set_categorical_split_override(int64_t blocks) {
+  TORCH_CHECK_VALUE(blocks >= 0, "blocks must be >= 0, got ", blocks);
+  g_categorical_split.store(blocks, std::memory_order_relaxed);
+}
 
 }  // namespace pygen
 
@@ -58,6 +65,10 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_debug_checks", &pygen::set_debug_checks,
         "Turns on or off the ops' checks that synchronize with a GPU (pygen.set_debug_checks).");
   m.def("debug_checks", &pygen::debug_checks, "Whether pygen.set_debug_checks is on.");
+  m.def("_categorical_split", &pygen::categorical_split_override,
+        "The forced blocks per row of sample_categorical's CUDA kernel (a test knob; 0: chosen).");
+  m.def("_set_categorical_split", &pygen::set_categorical_split_override,
+        "Forces sample_categorical's CUDA blocks per row (pygen.ops.sampling._cuda_split).");
   pygen::bind_random(m);
   pygen::bind_flows(m);
 }

@@ -38,6 +38,11 @@ inline at::Tensor seed_param(const at::Tensor& seed, int64_t rows, const at::Ten
   return seed.contiguous();
 }
 
+// The CUDA kernel's blocks per row, forced for tests (pygen.ops.sampling._cuda_split;
+// cuda/sampling/categorical.h): 0 (default) chooses. Defined in module.cpp.
+int64_t categorical_split_override();
+void set_categorical_split_override(int64_t blocks);
+
 // Checks the arguments of sample_categorical, allocates token / logprob / status, and
 // returns the kernel's params; the call holds every tensor the params point into.
 struct CategoricalCall {

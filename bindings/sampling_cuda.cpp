@@ -19,14 +19,17 @@ std::tuple<at::Tensor, at::Tensor> sample_categorical_cuda_op(
     const at::Tensor& min_p, const at::Tensor& seed, int64_t offset) {
   const CategoricalCall call = categorical_call(logits, temperature, top_k, top_p, min_p, seed, offset);
   const c10::cuda::CUDAGuard guard(call.logits.device());
-  const at::Tensor chunk_sums = at::empty({call.params.rows * categorical_chunks(call.params.vocab)},
-                                          call.logits.options().dtype(at::kDouble));
+  const int64_t splits =
+      categorical_cuda_splits(call.params.rows, call.params.vocab, categorical_split_override());
+  const at::Tensor workspace =
+      at::empty({categorical_cuda_workspace_bytes(call.params.rows, call.params.vocab, splits)},
+                call.logits.options().dtype(at::kByte));
   // Bad rows (and, without debug checks, bad parameters, which categorical_call then did
   // not read) stop the kernel with a device-side assertion naming the row and the cause:
   // nothing here waits for the GPU. With debug checks the kernel only records them, and
   // reading the status (a synchronization) raises a Python exception.
   const bool host_checks = debug_checks();
-  C10_CUDA_CHECK(sample_categorical_cuda(call.params, chunk_sums.data_ptr<double>(), !host_checks,
+  C10_CUDA_CHECK(sample_categorical_cuda(call.params, splits, workspace.data_ptr(), !host_checks,
                                          c10::cuda::getCurrentCUDAStream()));
   if (host_checks) raise_categorical_status(call.status);
   return {call.token, call.logprob};

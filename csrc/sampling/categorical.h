@@ -108,6 +108,16 @@ PYGEN_HD float categorical_temperature(float x_max, float temperature) {
   return y_max < INFINITY && y_max > -INFINITY ? temperature : 0.0f;
 }
 
+// Min-p's cut on the scaled logits, y_max + log(min_p) (-inf for min_p = 0), and a drawn
+// token's log-probability: pygen's own log (csrc/common/math.h), so both are the same on
+// the CPU and on a GPU, whose libm and CUDA's log differ in the last bit.
+PYGEN_HD float categorical_min_p_cut(float y_max, float min_p) {
+  return min_p > 0 ? add_rn(y_max, float(log_f64(double(min_p)))) : -INFINITY;
+}
+PYGEN_HD float categorical_logprob(float y_token, float y_max, double total) {
+  return float(add_rn(double(add_rn(y_token, -y_max)), -log_f64(total)));
+}
+
 // A category's unnormalized probability exp(y - y_max) for scaled logit y, 0 when
 // cut: below y_min (top-k, min-p) or with a weight below w_min (top-p). Computed
 // unconditionally and then masked, so loops stay branch-free.

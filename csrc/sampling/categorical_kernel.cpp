@@ -330,7 +330,7 @@ void sample_top_k(const CategoricalParams& p, int64_t r, const T* row, int64_t V
     acc += w;
   }
   p.token[r] = token->index;
-  p.logprob[r] = float(double(add_rn(token->y, -y_max)) - std::log(total));
+  p.logprob[r] = categorical_logprob(token->y, y_max, total);
   p.status[r] = kCategoricalOk;
 }
 
@@ -367,8 +367,7 @@ void sample_row(const CategoricalParams& p, int64_t r, Split split, Workspace& w
 
   const float inv_t = 1.0f / temperature;
   const float y_max = mul_rn(x_max, inv_t);
-  const float y_min =
-      p.min_p[r] > 0 ? add_rn(y_max, std::log(p.min_p[r])) : -std::numeric_limits<float>::infinity();
+  const float y_min = categorical_min_p_cut(y_max, p.min_p[r]);
   if (top_k) return sample_top_k(p, r, row, V, inv_t, y_max, y_min, split, ws);
   const float w_min = p.top_p[r] < 1 ? top_p_cut(row, V, inv_t, y_max, y_min, p.top_p[r], split, ws) : 0.0f;
 
@@ -390,7 +389,7 @@ void sample_row(const CategoricalParams& p, int64_t r, Split split, Workspace& w
   const int64_t token =
       categorical_invert(row, V, ws.chunk_sums.data(), target, inv_t, y_max, y_min, w_min, -1, &y_token);
   p.token[r] = token;
-  p.logprob[r] = float(double(add_rn(y_token, -y_max)) - std::log(total));
+  p.logprob[r] = categorical_logprob(y_token, y_max, total);
   p.status[r] = kCategoricalOk;
 }
 

@@ -1,182 +1,171 @@
-// CUDA kernel of sample_categorical: one thread block per row, the same algorithm and
-// shared numerics as the CPU kernel (csrc/sampling/categorical.h). Chunk sums are
-// reduced in another order than on the CPU, so a draw within ~1e-16 of a category
-// boundary may differ between the devices.
-#include <cfloat>
+// CUDA kernels of sample_categorical: the CPU kernel's algorithm and numerics
+// (csrc/sampling/categorical.h) on one thread block per row, or for few long rows with
+// each row over several blocks; the pieces are in categorical_row.cuh. Both give the
+// same token and log-probability, and the CPU's where no top-k / top-p cut is taken.
+#include <algorithm>
+#include <climits>
 
 #include "cuda/sampling/categorical.h"
-#include "cuda/sampling/reduce.cuh"
-#include "cuda/sampling/status.cuh"
+#include "cuda/sampling/categorical_row.cuh"
 
 namespace pygen {
 
 namespace {
 
-constexpr int kThreads = 256;
-constexpr int kWarps = kThreads / 32;
+using namespace categorical_cuda;
 
-// A block-wide radix selection (4 passes of 8 bits) of the threshold key: `key(i)`
-// gives category i's key and whether it is a candidate, `amount(i)` what it counts
-// (1, or its mass); `needed` is what must lie at or above the threshold. All threads
-// call it; they get the same key back.
-template <class H, class Key, class Amount>
-__device__ uint32_t block_radix_select(int64_t V, H needed, Key key, Amount amount, H* hist,
-                                       uint32_t* s_prefix, H* s_needed) {
-  uint32_t prefix = 0, mask = 0;
-  if (threadIdx.x == 0) *s_needed = needed;
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int b = threadIdx.x; b < 256; b += kThreads) hist[b] = 0;
-    __syncthreads();
-    for (int64_t i = threadIdx.x; i < V; i += kThreads) {
-      bool candidate;
-      const uint32_t k = key(i, &candidate);
-      if (candidate && (k & mask) == prefix) atomicAdd(&hist[(k >> shift) & 255u], amount(i));
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) *s_prefix = prefix | (radix_select_digit(hist, s_needed) << shift);
-    __syncthreads();
-    prefix = *s_prefix;
-    mask |= 255u << shift;
-    __syncthreads();
-  }
-  return prefix;
-}
+// Auto split: aim at this many blocks per SM over all rows, with at least
+// kMinSplitChunks chunks a block (one per warp); kMaxSplits bounds the force knob.
+constexpr int64_t kBlocksPerSm = 8;
+constexpr int64_t kMinSplitChunks = kWarps;
+constexpr int64_t kMaxSplits = 4096;
 
-// Thread 0 records row r's status, and with `device_assert` fails on a bad one.
-__device__ void set_status(const CategoricalParams& p, int64_t r, int32_t status, bool device_assert) {
-  if (threadIdx.x != 0) return;
-  p.status[r] = status;
-  if (device_assert && status != kCategoricalOk)
-    fail_row("sample_categorical", categorical_status_message(status), r, -1);
+// Part s of S of a row of n chunks: chunks [n s / S, n (s + 1) / S), none empty (S <= n).
+__device__ __forceinline__ void split_chunks(int64_t n, int64_t splits, int64_t s, int64_t* c0, int64_t* c1) {
+  *c0 = n * s / splits;
+  *c1 = n * (s + 1) / splits;
 }
 
 template <class T>
-__global__ void categorical_kernel(CategoricalParams p, double* __restrict__ chunk_sums, bool device_assert) {
-  const int64_t r = blockIdx.x;
+__global__ void __launch_bounds__(kThreads)
+    categorical_row_kernel(CategoricalParams p, int64_t row0, double* __restrict__ chunk_sums,
+                           bool device_assert) {
+  __shared__ RowShared sh;
+  const int64_t r = row0 + blockIdx.x;
   // Without debug checks the bindings have not read the parameters: checked here.
   const int32_t param_status = categorical_param_status(p, r);
   if (param_status != kCategoricalOk) return set_status(p, r, param_status, device_assert);
   const T* row = static_cast<const T*>(p.logits) + r * p.vocab;
-  const int64_t V = p.vocab;
-  const int64_t n_chunks = categorical_chunks(V);
-  double* sums = chunk_sums + r * n_chunks;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  __shared__ float s_max[kWarps];
-  __shared__ int s_bad[kWarps];
+  const RowScan scan = block_merge(thread_scan(row, 0, p.vocab), sh.warp_scan);
+  RowCut cut;
+  if (!row_cut(p, r, scan, true, device_assert, &cut)) return;
+  sample_row_block(p, r, row, cut, chunk_sums + r * categorical_chunks(p.vocab), sh);
+}
 
-  // Pass 1: maximum and NaN / +inf detection.
-  float x_max = -INFINITY;
-  int bad = 0;
-  for (int64_t i = threadIdx.x; i < V; i += kThreads) {
-    const float x = to_float(row[i]);
-    bad |= categorical_bad_logit(x);
-    x_max = fmaxf(x_max, x);
+// Split rows, first kernel: block (r, s) scans part s of row r into partials[r][s]. Part
+// 0 also zeroes the row's arrival count, which the second kernel, next on the stream,
+// counts up: no memset, and nothing carried from an earlier call or graph replay.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    categorical_scan_kernel(CategoricalParams p, int64_t row0, int64_t splits, RowScan* __restrict__ partials,
+                            unsigned* __restrict__ arrivals) {
+  __shared__ RowScan warp_scan[kWarps];
+  const int64_t r = row0 + blockIdx.x / splits, s = blockIdx.x % splits;
+  int64_t c0, c1;
+  split_chunks(categorical_chunks(p.vocab), splits, s, &c0, &c1);
+  const T* row = static_cast<const T*>(p.logits) + r * p.vocab;
+  const RowScan part = block_merge(
+      thread_scan(row, c0 * kCategoricalChunk, std::min(c1 * kCategoricalChunk, p.vocab)), warp_scan);
+  if (threadIdx.x == 0) {
+    partials[r * splits + s] = part;
+    if (s == 0) arrivals[r] = 0;
   }
-  x_max = warp_max(x_max);
-  bad = __any_sync(0xffffffffu, bad);
-  if (lane == 0) {
-    s_max[warp] = x_max;
-    s_bad[warp] = bad;
-  }
-  __syncthreads();
-  x_max = -INFINITY;
-  bad = 0;
-  for (int w = 0; w < kWarps; ++w) {
-    x_max = fmaxf(x_max, s_max[w]);
-    bad |= s_bad[w];
-  }
-  const float temperature = categorical_temperature(x_max, p.temperature[r]);
-  if (bad || x_max == -INFINITY) {
-    return set_status(p, r, bad ? kCategoricalBadLogit : kCategoricalNoSupport, device_assert);
-  }
-  if (temperature == 0) {
-    if (threadIdx.x == 0) {  // greedy: the first maximum
-      int64_t k = 0;
-      while (to_float(row[k]) != x_max) ++k;
-      p.token[r] = k;
-      p.logprob[r] = 0.0f;
-      p.status[r] = kCategoricalOk;
-    }
+}
+
+// Split rows, second kernel: every block of row r merges the row's partial scans (so all
+// take the same decisions), then sums its part's chunks; the last block to arrive
+// inverts. Bad and greedy rows are recorded by part 0 alone; rows with a top-k or top-p
+// cut, which needs the whole row, are sampled by part 0 alone as one block would.
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    categorical_split_kernel(CategoricalParams p, int64_t row0, int64_t splits,
+                             const RowScan* __restrict__ partials, unsigned* __restrict__ arrivals,
+                             double* __restrict__ chunk_sums, bool device_assert) {
+  __shared__ RowShared sh;
+  const int64_t r = row0 + blockIdx.x / splits, s = blockIdx.x % splits;
+  const bool writer = s == 0;
+  const int32_t param_status = categorical_param_status(p, r);
+  if (param_status != kCategoricalOk) {
+    if (writer) set_status(p, r, param_status, device_assert);
     return;
   }
-
-  // Cuts: top-k and min-p on the scaled logits, then top-p on the weights they keep.
-  __shared__ unsigned long long s_count[256];
-  __shared__ double s_mass[256];
-  __shared__ uint32_t s_prefix;
-  __shared__ unsigned long long s_needed_count;
-  __shared__ double s_needed_mass;
-  __shared__ double s_sum[kWarps];
-  const float inv_t = 1.0f / temperature;
-  const float y_max = mul_rn(x_max, inv_t);
-  float y_min = p.min_p[r] > 0 ? add_rn(y_max, logf(p.min_p[r])) : -INFINITY;
-  if (p.top_k[r] < V) {
-    const uint32_t k = block_radix_select<unsigned long long>(
-        V, (unsigned long long)p.top_k[r],
-        [&](int64_t i, bool* candidate) {
-          *candidate = true;
-          return float_order_key(mul_rn(to_float(row[i]), inv_t));
-        },
-        [](int64_t) { return 1ull; }, s_count, &s_prefix, &s_needed_count);
-    y_min = fmaxf(y_min, float_from_order_key(k));
+  RowScan scan = no_scan();
+  for (int64_t i = threadIdx.x; i < splits; i += kThreads) scan = merge(scan, partials[r * splits + i]);
+  scan = block_merge(scan, sh.warp_scan);
+  RowCut cut;
+  if (!row_cut(p, r, scan, writer, device_assert, &cut)) return;
+  const T* row = static_cast<const T*>(p.logits) + r * p.vocab;
+  const int64_t n_chunks = categorical_chunks(p.vocab);
+  double* sums = chunk_sums + r * n_chunks;
+  if (p.top_k[r] < p.vocab || p.top_p[r] < 1) {
+    if (writer) sample_row_block(p, r, row, cut, sums, sh);
+    return;
   }
-  float w_min = 0.0f;
-  if (p.top_p[r] < 1) {
-    double kept = 0;
-    for (int64_t i = threadIdx.x; i < V; i += kThreads)
-      kept += categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min, 0.0f);
-    kept = warp_sum(kept);
-    if (lane == 0) s_sum[warp] = kept;
-    __syncthreads();
-    kept = 0;
-    for (int w = 0; w < kWarps; ++w) kept += s_sum[w];
-    auto weight = [&](int64_t i) {
-      return categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min, 0.0f);
-    };
-    const uint32_t bits = block_radix_select<double>(
-        V, double(p.top_p[r]) * kept,
-        [&](int64_t i, bool* candidate) {
-          const uint32_t b = float_bits(float(weight(i)));
-          *candidate = b != 0;
-          return b;
-        },
-        weight, s_mass, &s_prefix, &s_needed_mass);
-    w_min = bits_float(bits);
-  }
-
-  // Each warp sums whole chunks of weights in float64.
-  for (int64_t c = warp; c < n_chunks; c += kWarps) {
-    const int64_t begin = c * kCategoricalChunk;
-    const int64_t end = begin + kCategoricalChunk < V ? begin + kCategoricalChunk : V;
-    double s = 0;
-    for (int64_t i = begin + lane; i < end; i += 32)
-      s += categorical_weight(mul_rn(to_float(row[i]), inv_t), y_max, y_min, w_min);
-    s = warp_sum(s);
-    if (lane == 0) sums[c] = s;
-  }
+  int64_t c0, c1;
+  split_chunks(n_chunks, splits, s, &c0, &c1);
+  block_chunk_sums(row, p.vocab, c0, c1, cut, sums);
+  // The last-block pattern: each thread's sums visible device-wide before the count.
+  __threadfence();
   __syncthreads();
+  if (threadIdx.x == 0) sh.last = atomicAdd(arrivals + r, 1u) == unsigned(splits - 1);
+  __syncthreads();
+  if (!sh.last) return;
+  __threadfence();  // the other blocks' sums, seen through the count
+  block_invert(p, r, row, sums, cut, sh);
+}
 
-  // Inversion, by one thread.
-  if (threadIdx.x == 0) {
-    double total = 0;
-    for (int64_t c = 0; c < n_chunks; ++c) total += sums[c];
-    const double target = categorical_uniform(uint64_t(p.seed[r]), p.offset, uint64_t(r)) * total;
-    float y_token = 0;
-    const int64_t token = categorical_invert(row, V, sums, target, inv_t, y_max, y_min, w_min, -1, &y_token);
-    p.token[r] = token;
-    p.logprob[r] = float(double(add_rn(y_token, -y_max)) - log(total));
-    p.status[r] = kCategoricalOk;
-  }
+struct Workspace {
+  double* chunk_sums;  // [rows, chunks]
+  RowScan* partials;   // [rows, splits]
+  unsigned* arrivals;  // [rows]
+};
+
+// The workspace's parts, each at a multiple of 16 bytes.
+int64_t align16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+Workspace carve(void* base, int64_t rows, int64_t vocab, int64_t splits) {
+  char* at = static_cast<char*>(base);
+  Workspace ws{};
+  ws.chunk_sums = reinterpret_cast<double*>(at);
+  at += align16(rows * categorical_chunks(vocab) * int64_t(sizeof(double)));
+  if (splits == 0) return ws;
+  ws.partials = reinterpret_cast<RowScan*>(at);
+  at += align16(rows * splits * int64_t(sizeof(RowScan)));
+  ws.arrivals = reinterpret_cast<unsigned*>(at);
+  return ws;
 }
 
 }  // namespace
 
-cudaError_t sample_categorical_cuda(const CategoricalParams& p, double* chunk_sums, bool device_assert,
-                                    cudaStream_t stream) {
+int64_t categorical_cuda_splits(int64_t rows, int64_t vocab, int64_t force) {
+  const int64_t n_chunks = categorical_chunks(vocab);
+  if (force == 1) return 0;
+  if (force >= 2) return std::min({force, n_chunks, kMaxSplits});
+  int device = 0, sms = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const int64_t target = kBlocksPerSm * sms;
+  if (rows <= 0 || rows * 2 > target) return 0;
+  const int64_t splits = std::min({(target + rows - 1) / rows, n_chunks / kMinSplitChunks, kMaxSplits});
+  return splits >= 2 ? splits : 0;
+}
+
+int64_t categorical_cuda_workspace_bytes(int64_t rows, int64_t vocab, int64_t splits) {
+  int64_t bytes = align16(rows * categorical_chunks(vocab) * int64_t(sizeof(double)));
+  if (splits > 0)
+    bytes += align16(rows * splits * int64_t(sizeof(RowScan))) + rows * int64_t(sizeof(unsigned));
+  return bytes;
+}
+
+cudaError_t sample_categorical_cuda(const CategoricalParams& p, int64_t splits, void* workspace,
+                                    bool device_assert, cudaStream_t stream) {
   if (p.rows == 0) return cudaSuccess;
+  const Workspace ws = carve(workspace, p.rows, p.vocab, splits);
+  // Grids of at most INT_MAX blocks: rows in batches when there are more.
+  const int64_t batch = INT_MAX / std::max<int64_t>(splits, 1);
   visit_dtype(p.dtype, [&](auto tag) {
-    categorical_kernel<decltype(tag)>
-        <<<unsigned(p.rows), kThreads, 0, stream>>>(p, chunk_sums, device_assert);
+    using T = decltype(tag);
+    for (int64_t row0 = 0; row0 < p.rows; row0 += batch) {
+      const int64_t rows = std::min(batch, p.rows - row0);
+      if (splits == 0) {
+        categorical_row_kernel<T>
+            <<<unsigned(rows), kThreads, 0, stream>>>(p, row0, ws.chunk_sums, device_assert);
+        continue;
+      }
+      const unsigned blocks = unsigned(rows * splits);
+      categorical_scan_kernel<T><<<blocks, kThreads, 0, stream>>>(p, row0, splits, ws.partials, ws.arrivals);
+      categorical_split_kernel<T><<<blocks, kThreads, 0, stream>>>(p, row0, splits, ws.partials, ws.arrivals,
+                                                                   ws.chunk_sums, device_assert);
+    }
   });
   return cudaGetLastError();
 }

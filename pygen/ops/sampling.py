@@ -9,8 +9,12 @@ substream ``r`` of its seed, so rows never share randomness and a call at ``offs
 draws afresh.
 """
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 
+from pygen._build import _C
 from pygen.ops.random import resolve_seed
 
 
@@ -117,6 +121,28 @@ def _per_row(value, default, dtype, name, rows, device) -> torch.Tensor:
         raise ValueError(
             f"{name} of shape {tuple(value.shape)} does not broadcast to {tuple(rows)}"
         ) from None
+
+
+@contextlib.contextmanager
+def _cuda_split(blocks: int) -> Iterator[None]:
+    """Internal test knob, not a public API: how the CUDA kernels of
+    :func:`sample_categorical` spread a row over thread blocks, inside the ``with``.
+
+    ``0`` (the default) chooses from the rows, the vocabulary and the SM count (few long
+    rows are split so that every SM reads); ``1`` forces one block per row; ``n >= 2``
+    forces the split kernels with ``min(n, ceil(V / 512))`` blocks per row, each a range
+    of whole 512-category chunks (even a single block). Tokens and log-probabilities are
+    the same bit for bit whatever the choice, which is what the tests check with it.
+    Process-wide; the CPU kernel ignores it.
+    """
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+        raise ValueError(f"blocks must be an int >= 0, got {blocks!r}")
+    before = _C._categorical_split()
+    _C._set_categorical_split(blocks)
+    try:
+        yield
+    finally:
+        _C._set_categorical_split(before)
 
 
 @torch.library.register_fake("pygen::sample_categorical")

@@ -226,7 +226,9 @@ def test_cpu_and_cuda_agree(torch_seed):
     params = dict(temperature=0.9, top_k=100, top_p=0.95, min_p=0.01, seed=8, return_logprob=True)
     cpu = pygen.ops.sample_categorical(logits, **params)
     gpu = pygen.ops.sample_categorical(logits.cuda(), **params)
-    assert (cpu[0] != gpu[0].cpu()).sum() <= 1  # chunk sums are reduced in another order
+    # Top-k / top-p thresholds are selected in another order (without them the devices
+    # agree bit for bit: test_categorical_split.py).
+    assert (cpu[0] != gpu[0].cpu()).sum() <= 1
     torch.testing.assert_close(cpu[1], gpu[1].cpu(), rtol=1e-6, atol=1e-6)
 
 

@@ -15,6 +15,7 @@ import torch
 import pygen
 from pygen.nn import flows
 from pygen.nn.flows import base
+from pygen.ops.sampling import _cuda_split
 from tests.helpers import DEVICES, debug_checks
 
 needs_cuda = pytest.mark.skipif("cuda" not in DEVICES, reason="needs a GPU and a CUDA build")
@@ -52,8 +53,10 @@ def test_cpu_raises_either_way(enabled):
 
 
 def _calls(device):
-    """One call of every op, with per-row tensor parameters and the cuts on."""
+    """One call of every op, with per-row tensor parameters and the cuts on; and
+    sample_categorical on few long rows without top-k / top-p, which a GPU splits."""
     logits = torch.randn(8, 4096, device=device) * 3
+    long_logits = torch.randn(3, 131073, device=device) * 3
     step_logits = torch.randn(2, 16, 600, device=device) * 3
     x = torch.full((2, 16), 599, device=device)
     x[:, ::3] = 7
@@ -74,16 +77,24 @@ def _calls(device):
         lambda: pygen.ops.unmask_ancestral(step_logits, x, 599, 0.2, alpha_s, seed=3),
         lambda: pygen.ops.unmask_by_confidence(step_logits, x, 599, 4, confidence="margin", seed=3),
         lambda: pygen.ops.unmask_first_hitting(step_logits, x, 599, temperature=temperature, seed=3),
+        lambda: pygen.ops.sample_categorical(
+            long_logits,
+            temperature=torch.tensor([0.7, 0.0, 1.3], device=device),
+            min_p=0.01,
+            seed=3,
+            return_logprob=True,
+        ),
     ]
 
 
 @needs_cuda
-def test_default_path_does_not_synchronize():
+@pytest.mark.parametrize("blocks", [0, 1, 4], ids=lambda b: f"{b} blocks per row")
+def test_default_path_does_not_synchronize(blocks):
     calls = _calls("cuda")
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        with debug_checks(False):
+        with debug_checks(False), _cuda_split(blocks):
             for call in calls:
                 call()
     finally:
@@ -109,10 +120,14 @@ def _outputs(out) -> tuple:
 
 
 @needs_cuda
-@pytest.mark.parametrize("index", range(4))
-def test_captured_in_a_cuda_graph(index):
+@pytest.mark.parametrize(
+    ("index", "blocks"),
+    # sample_categorical's calls (0 and 4) also with each row forced to one or 4 blocks.
+    [(0, 0), (0, 1), (0, 4), (1, 0), (2, 0), (3, 0), (4, 0), (4, 1), (4, 4)],
+)
+def test_captured_in_a_cuda_graph(index, blocks):
     call = _calls("cuda")[index]
-    with debug_checks(False):
+    with debug_checks(False), _cuda_split(blocks):
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):  # warm-up off the capture stream, as torch advises
@@ -140,6 +155,22 @@ BAD_CALLS = [
         " temperature=torch.tensor([1.0, -1.0, 1.0], device='cuda'))",
         "pygen.ops.sample_categorical: temperature must be finite and >= 0 (0 is greedy) (row 1)",
     ),
+    # Rows split over 4 blocks: the bad value in the last part, the bad parameter of a row.
+    (
+        "logits = torch.zeros(3, 5000, device='cuda'); logits[2, 4900] = math.nan\n"
+        "with _cuda_split(4): pygen.ops.sample_categorical(logits, seed=0)",
+        "pygen.ops.sample_categorical: logits must not contain NaN or +inf (row 2)",
+    ),
+    (
+        "with _cuda_split(4): pygen.ops.sample_categorical(torch.zeros(3, 5000, device='cuda'), seed=0,"
+        " min_p=torch.tensor([0.1, 0.1, 2.0], device='cuda'))",
+        "pygen.ops.sample_categorical: min_p must be in [0, 1] (row 2)",
+    ),
+    (
+        "logits = torch.full((2, 5000), -math.inf, device='cuda')\n"
+        "with _cuda_split(4): pygen.ops.sample_categorical(logits, seed=0)",
+        "pygen.ops.sample_categorical: logits are all -inf: no category can be drawn (row 0)",
+    ),
     (
         "logits = torch.zeros(2, 3, 5, device='cuda'); logits[1, 2, 0] = math.inf\n"
         "pygen.ops.unmask_ancestral(logits, torch.full((2, 3), 4, device='cuda'), 4, 0.2, 0.5, seed=0)",
@@ -166,7 +197,10 @@ BAD_CALLS = [
 @needs_cuda
 @pytest.mark.parametrize(("call", "message"), BAD_CALLS)
 def test_default_path_asserts_on_the_device(call, message):
-    code = f"import math, torch, pygen\npygen.set_debug_checks(False)\n{call}\ntorch.cuda.synchronize()\n"
+    code = (
+        "import math, torch, pygen\nfrom pygen.ops.sampling import _cuda_split\n"
+        f"pygen.set_debug_checks(False)\n{call}\ntorch.cuda.synchronize()\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode != 0
     printed = out.stdout + out.stderr  # device printf goes to stdout, the assertion to stderr
