@@ -124,14 +124,17 @@ def _layer_backward(gy, gl, x, params, inverse=False):
     return torch.ops.pygen.affine_coupling_layer_backward(gy, gl, x, params, 1, 2, True, "exp", 2.0, inverse)
 
 
-def _grad_layouts(shape, device):
+def _grad_layouts(shape, dtype, device):
     """grad_y / grad_logdet pairs in the layouts the backward reads in place (broadcasts,
-    batch strides) or copies (other strides), each with its contiguous copy."""
+    batch strides) or copies (other strides); grad_y in ``dtype``, grad_logdet in the
+    log-det's dtype."""
     g = torch.Generator().manual_seed(9)
-    full = torch.randn(shape, generator=g, dtype=torch.float64).to(device)
-    per_sample = torch.randn(shape[0], generator=g, dtype=torch.float64).to(device)
-    one = torch.tensor(1.5, dtype=torch.float64, device=device)
-    wide = torch.randn(2 * shape[0], *shape[1:], generator=g, dtype=torch.float64).to(device)
+    full = torch.randn(shape, generator=g).to(device, dtype)
+    per_sample = torch.randn(shape[0], generator=g).to(device, dtype)
+    one = torch.tensor(1.5, dtype=dtype, device=device)
+    wide = torch.randn(2 * shape[0], *shape[1:], generator=g).to(device, dtype)
+    ld_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    per_sample_ld = per_sample.to(ld_dtype)
     layouts = {
         "scalar broadcast (sum's gradient)": one.expand(shape),
         "one value per sample": per_sample.view(-1, *[1] * (len(shape) - 1)).expand(shape),
@@ -140,17 +143,22 @@ def _grad_layouts(shape, device):
         "channels last": full.to(memory_format=torch.channels_last),
         "transposed": full.transpose(2, 3).contiguous().transpose(2, 3),
     }
-    gls = [one.expand(shape[0]), per_sample, torch.randn(2 * shape[0], dtype=torch.float64)[::2].to(device)]
+    gls = [
+        torch.tensor(0.5, dtype=ld_dtype, device=device).expand(shape[0]),
+        per_sample_ld,
+        torch.randn(2 * shape[0], generator=g).to(device, ld_dtype)[::2],
+    ]
     return [(name, gy, gls[i % len(gls)]) for i, (name, gy) in enumerate(layouts.items())]
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
 @pytest.mark.parametrize("inverse", [False, True])
-def test_backward_reads_grads_in_any_layout(device, inverse):
+def test_backward_reads_grads_in_any_layout(device, dtype, inverse):
     # Each layout gives the same gradients, bit for bit, as its contiguous copy; the
     # passive channels' gradient is grad_y's values there (a broadcast filled in).
     shape = (3, 4, 5, 6)
-    x, params = _inputs(shape, 2, torch.float64, device, seed=10)
-    for name, gy, gl in _grad_layouts(shape, device):
+    x, params = _inputs(shape, 2, dtype, device, seed=10)
+    for name, gy, gl in _grad_layouts(shape, dtype, device):
         gx, gp = _layer_backward(gy, gl, x, params, inverse)
         ex, ep = _layer_backward(gy.contiguous(), gl.contiguous(), x, params, inverse)
         assert torch.equal(gx, ex) and torch.equal(gp, ep), name
