@@ -69,9 +69,9 @@ struct AffineCouplingParams {
 
 // Gradients of the same map: grad_y and grad_logdet [batch] (either null: zero) to
 // grad_x (x's layout; passive channels get grad_y), grad_shift and grad_raw (at
-// g.param_offset). grad_y is read in place where it is a broadcast: a loss such as
-// y.sum() hands the backward one value per sample (or one for all, batch stride 0),
-// whose copy to x's layout would cost the kernel's largest read and a write besides.
+// g.param_offset). grad_y is read in place at a batch stride, each sample in x's layout
+// or as one value (a broadcast: y.sum() hands the backward one value for all, strides
+// 0, whose copy to x's layout would cost a write and a read of x's size).
 struct AffineCouplingBackwardParams {
   DType dtype;
   ScaleFn scale_fn;

@@ -73,9 +73,10 @@ void copy_passive(const AffineGeometry& g, int64_t begin, int64_t end, const T* 
 
 // Tasks, sample by sample: sample b's active chunks, then its passive chunks. Calls
 // active(b, chunk, begin, end) and passive(b, begin, end) with per-sample element
-// ranges. Sample-major order gives each thread's
-// contiguous range of tasks an equal share of transform and copy work (an active-first
-// order left the copies to the last thread) and walks memory in order.
+// ranges. In this order each thread's range of tasks holds an equal share of the
+// transform and of the copies (all active tasks first left the copies to the last
+// thread, and the transform's exps and most of the bytes to the first) and walks
+// memory in order.
 template <class A, class P>
 void for_each_chunk(const AffineGeometry& g, A&& active, P&& passive) {
   const int64_t chunks = affine_chunks(g.numel());
