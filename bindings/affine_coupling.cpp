@@ -41,11 +41,37 @@ void* at_offset(const at::Tensor& t, int64_t elements) {
   return static_cast<char*>(t.data_ptr()) + elements * int64_t(t.element_size());
 }
 
+// Read in place, at any stride (sum()'s gradient is an expanded scalar).
 at::Tensor grad_logdet_of(const std::optional<at::Tensor>& grad_logdet, const at::Tensor& x, int64_t batch) {
   if (!grad_logdet) return at::Tensor();
   TORCH_CHECK_VALUE(grad_logdet->sizes() == c10::IntArrayRef{batch}, "grad_logdet must have shape [", batch,
                     "], got ", grad_logdet->sizes());
-  return grad_logdet->to(x.device(), flow_logdet_dtype(x)).contiguous();
+  return grad_logdet->to(x.device(), flow_logdet_dtype(x));
+}
+
+// grad_y as the backward kernels read it: in place where each sample's part is in x's
+// layout or is one value broadcast over the sample (strides 0, as y.sum()'s gradient),
+// at any batch stride; other layouts copied contiguous.
+struct GradY {
+  at::Tensor t;
+  int64_t batch_stride = 0;
+  bool broadcast = false;
+};
+
+GradY grad_y_of(const at::Tensor& grad_y, const at::Tensor& x) {
+  check_like(grad_y, x, "grad_y", "x", x.sizes());
+  bool dense = true, broadcast = true;
+  int64_t expected = 1;
+  for (int64_t d = grad_y.dim() - 1; d >= 1; --d) {
+    if (grad_y.size(d) == 1) continue;
+    dense = dense && grad_y.stride(d) == expected;
+    broadcast = broadcast && grad_y.stride(d) == 0;
+    expected *= grad_y.size(d);
+  }
+  if (dense) return {grad_y, grad_y.stride(0), false};
+  if (broadcast) return {grad_y, grad_y.stride(0), true};
+  const at::Tensor c = grad_y.contiguous();
+  return {c, c.stride(0), false};
 }
 
 std::tuple<at::Tensor, at::Tensor> run_forward(
@@ -77,7 +103,7 @@ void run_backward(const AffineCall& a, const std::optional<at::Tensor>& grad_y,
                   const std::optional<at::Tensor>& grad_logdet, bool inverse, std::optional<double> clamp,
                   const at::Tensor& gx, const at::Tensor& gshift, const at::Tensor& graw,
                   const std::function<void(const AffineCouplingBackwardParams&)>& launch) {
-  const at::Tensor gy = grad_y ? contiguous_like(*grad_y, a.x, "grad_y", "x", a.x.sizes()) : at::Tensor();
+  const GradY gy = grad_y ? grad_y_of(*grad_y, a.x) : GradY{};
   const at::Tensor gl = grad_logdet_of(grad_logdet, a.x, a.g.batch);
   if (a.x.numel() == 0) return;
   AffineCouplingBackwardParams p{};
@@ -86,8 +112,11 @@ void run_backward(const AffineCall& a, const std::optional<at::Tensor>& grad_y,
   p.inverse = inverse;
   p.clamp = clamp.value_or(0.0);
   p.g = a.g;
-  p.grad_y = grad_y ? gy.data_ptr() : nullptr;
+  p.grad_y = grad_y ? gy.t.data_ptr() : nullptr;
+  p.grad_y_batch_stride = gy.batch_stride;
+  p.grad_y_broadcast = gy.broadcast;
   p.grad_logdet = grad_logdet ? gl.data_ptr() : nullptr;
+  p.grad_logdet_stride = grad_logdet ? gl.stride(0) : 0;
   p.x = a.x.data_ptr();
   p.shift = at_offset(a.shift, a.shift_offset);
   p.raw = at_offset(a.raw, a.raw_offset);

@@ -10,14 +10,19 @@
 
 namespace pygen {
 
-at::Tensor contiguous_like(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* ref_name,
-                           c10::IntArrayRef shape) {
+void check_like(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* ref_name,
+                c10::IntArrayRef shape) {
   TORCH_CHECK_TYPE(t.scalar_type() == ref.scalar_type(), name, " must have ", ref_name, "'s dtype ",
                    ref.scalar_type(), ", got ", t.scalar_type());
   TORCH_CHECK_VALUE(t.sizes() == shape, name, " must have shape ", shape, " (no broadcasting), got ",
                     t.sizes());
   TORCH_CHECK(t.device() == ref.device(), name, " must be on ", ref_name, "'s device ", ref.device(),
               ", got ", t.device());
+}
+
+at::Tensor contiguous_like(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* ref_name,
+                           c10::IntArrayRef shape) {
+  check_like(t, ref, name, ref_name, shape);
   return t.contiguous();
 }
 

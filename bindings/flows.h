@@ -19,8 +19,11 @@ inline at::ScalarType flow_logdet_dtype(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
-// t contiguous, after checking that it has ref's dtype, `shape` and ref's device
-// (messages name both arguments).
+// Checks that t has ref's dtype, `shape` and ref's device (messages name both arguments).
+void check_like(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* ref_name,
+                c10::IntArrayRef shape);
+
+// t contiguous, after check_like.
 at::Tensor contiguous_like(const at::Tensor& t, const at::Tensor& ref, const char* name, const char* ref_name,
                            c10::IntArrayRef shape);
 

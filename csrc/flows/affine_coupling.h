@@ -38,6 +38,7 @@ struct AffineGeometry {
   int64_t param_channel_stride;
 
   PYGEN_HD int64_t numel() const { return active * inner; }
+  PYGEN_HD int64_t sample_numel() const { return channels * inner; }
   PYGEN_HD int64_t passive_numel() const { return (channels - active) * inner; }
   // Offset in x of passive element j of sample b (j < passive_numel()).
   PYGEN_HD int64_t passive_offset(int64_t b, int64_t j) const {
@@ -66,9 +67,11 @@ struct AffineCouplingParams {
   void* partial;      // [batch, affine_chunks(g.numel())] in logdet dtype (chunk sums); null for one chunk
 };
 
-// Gradients of the same map: grad_y (x's layout) and grad_logdet [batch] (either null:
-// zero) to grad_x (x's layout; passive channels get grad_y), grad_shift and grad_raw
-// (at g.param_offset).
+// Gradients of the same map: grad_y and grad_logdet [batch] (either null: zero) to
+// grad_x (x's layout; passive channels get grad_y), grad_shift and grad_raw (at
+// g.param_offset). grad_y is read in place at a batch stride, each sample in x's layout
+// or as one value (a broadcast: y.sum() hands the backward one value for all, strides
+// 0, whose copy to x's layout would cost a write and a read of x's size).
 struct AffineCouplingBackwardParams {
   DType dtype;
   ScaleFn scale_fn;
@@ -76,7 +79,10 @@ struct AffineCouplingBackwardParams {
   double clamp;
   AffineGeometry g;
   const void* grad_y;
-  const void* grad_logdet;  // logdet dtype
+  int64_t grad_y_batch_stride;  // sample b's grad_y starts at b * grad_y_batch_stride
+  bool grad_y_broadcast;        // true: one value per sample; false: x's per-sample layout
+  const void* grad_logdet;      // logdet dtype, sample b at b * grad_logdet_stride
+  int64_t grad_logdet_stride;
   const void* x;
   const void* shift;
   const void* raw;

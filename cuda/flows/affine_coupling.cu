@@ -1,7 +1,8 @@
 // CUDA kernels of affine_coupling (and its layer form). Forward: one block per chunk of
 // a sample's transformed elements (the CPU's chunks), a fixed-order block reduction of
 // the log scales, and with several chunks a second pass adding each sample's chunk sums
-// in order: deterministic, no atomics. Backward: one thread per transformed element.
+// in order: deterministic, no atomics. Backward: one thread per transformed element,
+// grad_y read in place at its batch stride (x's per-sample layout, or a broadcast).
 // The layer's untransformed channels (x into y, grad_y into grad_x): one more kernel.
 #include <algorithm>
 
@@ -67,14 +68,17 @@ __global__ void sum_chunks_kernel(const C* partial, int64_t batch, int64_t chunk
   logdet[b] = sum;
 }
 
-// The untransformed channels: src (x, or grad_y) copied to dst, zeros for a null src.
+// The untransformed channels: src (x, or grad_y) copied to dst (x's layout), zeros for
+// a null src. src's sample b starts at b * src_batch_stride, its elements at x's
+// per-sample offsets times src_step (1, or 0: one broadcast value per sample).
 template <class T>
-__global__ void copy_passive_kernel(AffineGeometry g, const T* src, T* dst) {
+__global__ void copy_passive_kernel(AffineGeometry g, const T* src, int64_t src_batch_stride,
+                                    int64_t src_step, T* dst) {
   const int64_t per = g.passive_numel(), total = g.batch * per;
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < total; i += stride) {
-    const int64_t o = g.passive_offset(i / per, i % per);
-    dst[o] = src ? src[o] : from_acc<T>(AccOf<T>(0));
+    const int64_t b = i / per, o = g.passive_offset(0, i % per);
+    dst[b * g.sample_numel() + o] = src ? src[b * src_batch_stride + o * src_step] : from_acc<T>(AccOf<T>(0));
   }
 }
 
@@ -97,8 +101,9 @@ __global__ void backward_kernel(AffineCouplingBackwardParams p) {
     const int64_t b = e / per, i = e % per;
     const int64_t xo = g.active_offset(b, i), po = g.param_offset(b, i);
     const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[po]), clamp, inv_clamp);
-    const C gv = gy ? to_acc(gy[xo]) : C(0);
-    const C g_l = gl ? gl[b] : C(0);
+    const int64_t gyo = b * p.grad_y_batch_stride + (p.grad_y_broadcast ? 0 : xo - b * g.sample_numel());
+    const C gv = gy ? to_acc(gy[gyo]) : C(0);
+    const C g_l = gl ? gl[b * p.grad_logdet_stride] : C(0);
     const AffineGrads<C> d = affine_coupling_grads<Inverse>(gv, g_l, to_acc(x[xo]), to_acc(shift[po]), s);
     gx[xo] = from_acc<T>(d.x);
     gshift[po] = from_acc<T>(d.shift);
@@ -130,7 +135,7 @@ cudaError_t affine_coupling_cuda(const AffineCouplingParams& p, cudaStream_t str
           static_cast<const C*>(p.partial), p.g.batch, chunks, static_cast<C*>(p.logdet));
     if (p.g.passive_numel() > 0)
       copy_passive_kernel<T><<<grid_for(p.g.batch * p.g.passive_numel()), kThreads, 0, stream>>>(
-          p.g, static_cast<const T*>(p.x), static_cast<T*>(p.y));
+          p.g, static_cast<const T*>(p.x), p.g.sample_numel(), 1, static_cast<T*>(p.y));
   });
   return cudaGetLastError();
 }
@@ -146,7 +151,8 @@ cudaError_t affine_coupling_backward_cuda(const AffineCouplingBackwardParams& p,
     });
     if (p.g.passive_numel() > 0)
       copy_passive_kernel<T><<<grid_for(p.g.batch * p.g.passive_numel()), kThreads, 0, stream>>>(
-          p.g, static_cast<const T*>(p.grad_y), static_cast<T*>(p.grad_x));
+          p.g, static_cast<const T*>(p.grad_y), p.grad_y_batch_stride, p.grad_y_broadcast ? 0 : 1,
+          static_cast<T*>(p.grad_x));
   });
   return cudaGetLastError();
 }

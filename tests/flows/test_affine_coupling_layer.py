@@ -120,6 +120,91 @@ def test_gradient_of_logdet_alone(device):
     torch.testing.assert_close(params.grad[:, 1::2], expected, rtol=1e-14, atol=1e-14)
 
 
+def _layer_backward(gy, gl, x, params, inverse=False):
+    return torch.ops.pygen.affine_coupling_layer_backward(gy, gl, x, params, 1, 2, True, "exp", 2.0, inverse)
+
+
+def _grad_layouts(shape, dtype, device):
+    """grad_y / grad_logdet pairs in the layouts the backward reads in place (broadcasts,
+    batch strides) or copies (other strides); grad_y in ``dtype``, grad_logdet in the
+    log-det's dtype."""
+    g = torch.Generator().manual_seed(9)
+    full = torch.randn(shape, generator=g).to(device, dtype)
+    per_sample = torch.randn(shape[0], generator=g).to(device, dtype)
+    one = torch.tensor(1.5, dtype=dtype, device=device)
+    wide = torch.randn(2 * shape[0], *shape[1:], generator=g).to(device, dtype)
+    ld_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    per_sample_ld = per_sample.to(ld_dtype)
+    layouts = {
+        "scalar broadcast (sum's gradient)": one.expand(shape),
+        "one value per sample": per_sample.view(-1, *[1] * (len(shape) - 1)).expand(shape),
+        "one sample for all": full[:1].expand(shape),
+        "every other sample": wide[::2],
+        "channels last": full.to(memory_format=torch.channels_last),
+        "transposed": full.transpose(2, 3).contiguous().transpose(2, 3),
+    }
+    gls = [
+        torch.tensor(0.5, dtype=ld_dtype, device=device).expand(shape[0]),
+        per_sample_ld,
+        torch.randn(2 * shape[0], generator=g).to(device, ld_dtype)[::2],
+    ]
+    return [(name, gy, gls[i % len(gls)]) for i, (name, gy) in enumerate(layouts.items())]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_backward_reads_grads_in_any_layout(device, dtype, inverse):
+    # Each layout gives the same gradients, bit for bit, as its contiguous copy; the
+    # passive channels' gradient is grad_y's values there (a broadcast filled in).
+    shape = (3, 4, 5, 6)
+    x, params = _inputs(shape, 2, dtype, device, seed=10)
+    for name, gy, gl in _grad_layouts(shape, dtype, device):
+        gx, gp = _layer_backward(gy, gl, x, params, inverse)
+        ex, ep = _layer_backward(gy.contiguous(), gl.contiguous(), x, params, inverse)
+        assert torch.equal(gx, ex) and torch.equal(gp, ep), name
+        assert torch.equal(gx[:, [0, 3]], gy[:, [0, 3]]), name
+        gy_only = _layer_backward(gy, None, x, params, inverse)
+        assert torch.equal(gy_only[0], _layer_backward(gy.contiguous(), None, x, params, inverse)[0]), name
+
+
+def test_affine_coupling_backward_reads_broadcast_grads(device):
+    x, shift, raw = (torch.randn(3, 4, 5, dtype=torch.float64, device=device) for _ in range(3))
+    op = torch.ops.pygen.affine_coupling_backward
+    for gy in (torch.ones((), dtype=torch.float64, device=device).expand(3, 4, 5), torch.randn(6, 4, 5)[::2]):
+        gy = gy.to(device, torch.float64)
+        gl = torch.full((1,), 0.5, dtype=torch.float64, device=device).expand(3)
+        ours = op(gy, gl, x, shift, raw, "exp", None, False)
+        expected = op(gy.contiguous(), gl.contiguous(), x, shift, raw, "exp", None, False)
+        assert all(torch.equal(a, b) for a, b in zip(ours, expected, strict=True))
+
+
+def test_loss_sum_gradients_match_reference(device):
+    # The benchmark's loss: y.sum() + logdet.sum() hands the backward broadcasts.
+    x, params = _inputs((4, 4, 6, 6), 2, torch.float32, device, seed=11)
+    ours = [t.clone().requires_grad_() for t in (x, params)]
+    theirs = [t.cpu().double().requires_grad_() for t in (x, params)]
+    y, ld = _layer(*ours, 2, 2, clamp=3.0)
+    (y.sum() + ld.sum()).backward()
+    y64, ld64 = reference.affine_coupling_layer(*theirs, 2, 2, clamp=3.0)
+    (y64.sum() + ld64.sum()).backward()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a.grad.cpu().double(), b.grad, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "gy,gl,error,match",
+    [
+        (torch.zeros(2, 3, 4), None, ValueError, "grad_y must have shape"),
+        (torch.zeros(2, 3, 5, dtype=torch.float64), None, TypeError, "grad_y must have x's dtype"),
+        (None, torch.zeros(3), ValueError, "grad_logdet must have shape"),
+    ],
+)
+def test_backward_bad_grads(gy, gl, error, match):
+    x, params = torch.zeros(2, 3, 5), torch.zeros(2, 4, 5)
+    with pytest.raises(error, match=match):
+        torch.ops.pygen.affine_coupling_layer_backward(gy, gl, x, params, 1, 2, True, "exp", None, False)
+
+
 def test_strided_inputs(device):
     # Non-contiguous x and params (channels-last) are read as their values.
     x, params = _inputs((2, 4, 3, 5), 2, torch.float32, device, seed=5)
@@ -128,17 +213,24 @@ def test_strided_inputs(device):
         assert torch.equal(a, b)
 
 
-def test_deterministic_across_threads():
-    x, params = _inputs((2, 3, 100, 100), 2, torch.float32, "cpu", seed=6)
+@pytest.mark.parametrize("shape", [(2, 3, 100, 100), (64, 4, 16, 16)])
+def test_deterministic_across_threads(shape):
+    # Multi-chunk samples, and many one-chunk samples split over the threads; forward
+    # and backward.
+    x, params = _inputs(shape, 2, torch.float32, "cpu", seed=6)
     before = torch.get_num_threads()
     try:
         results = []
-        for n in (1, 2):
+        for n in (1, 2, 3):
             torch.set_num_threads(n)
-            results.append(_layer(x, params, 1, 2, clamp=2.0))
+            xs, ps = x.clone().requires_grad_(), params.clone().requires_grad_()
+            y, ld = _layer(xs, ps, 1, 2, clamp=2.0)
+            (y.sum() + (ld * torch.arange(shape[0])).sum()).backward()
+            results.append((y, ld, xs.grad, ps.grad))
     finally:
         torch.set_num_threads(before)
-    assert all(torch.equal(a, b) for a, b in zip(*results, strict=True))
+    for other in results[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))
 
 
 @pytest.mark.parametrize("inverse", [False, True])
