@@ -27,14 +27,15 @@ def matmul(
         x_scale: with int8 ``x`` only: float32 ``[...]``, x's dequantization scale per row.
         compute_dtype: the dtype the products run in. None (the default) or x's dtype:
             x's own. For float32 x, ``torch.bfloat16`` (and on CUDA ``torch.float16``)
-            runs the kernels of 16-bit x (on the CPU with AVX512-BF16 about twice as fast
-            as float32 from 5 rows of x up), x rounded to that dtype inside the kernel as it
-            is read (no converted copy), the output and bias staying float32 and the sums
-            float32: the result is ``matmul(x.to(compute_dtype), qweight)`` without its
-            final rounding to 16 bits, plus the float32 bias. Accuracy: x's rounding to
-            bfloat16 (relative 2^-9 an element; where the 16-bit GEMM runs, W's too, as
-            for bfloat16 x) gives a mean relative error of about 2e-3 against float32
-            compute (float16: 2.5e-4, but x above 65504 overflows).
+            runs the kernels of 16-bit x (on the CPU with AVX512-BF16 the bfloat16 GEMM,
+            from 5 rows of x: the GEMV below is bound by the weight bytes anyway), x
+            rounded to that dtype inside the kernel where it is copied or loaded (no
+            converted copy), the sums, output and bias float32: the result is
+            ``matmul(x.to(compute_dtype), qweight)`` before its final rounding to 16 bits,
+            plus the float32 bias. Accuracy: x's rounding (bfloat16: relative 2^-9 an
+            element; on the 16-bit GEMMs W's too, as for 16-bit x) gives a mean relative
+            error against float32 compute of 1.7e-3 to 2.4e-3 for bfloat16 and 2.0e-4 to
+            2.7e-4 for float16, where x above 65504 overflows.
 
     Returns:
         ``[..., out_features]`` in x's dtype (float32 for int8 x: ``sum(x_q w_q) * x_scale *
