@@ -2,7 +2,10 @@
 unquantized weight in float32 and bfloat16, at decode-time batch sizes, for float32 x
 ("ternary x int8": W1.58A8, the per-token int8 quantization of x timed with it), and
 for every float-activation format bfloat16 x against bfloat16 (the ``(bf16 x)`` rows, on the
-CPU also at M = 8 and 32, where the GEMM is compute bound). Each
+CPU also at M = 8 and 32, where the GEMM is compute bound). On the CPU, float32 x with
+``compute_dtype=torch.bfloat16`` (the ``(fp32 x, bf16 compute)`` rows: what a float32
+model quantized with ``quantize_model(..., compute_dtype=torch.bfloat16)`` runs) against
+float32 and bfloat16 at M = 1, 4, 16. Each
 row's params carry the packed weight's bytes against float16 (``bytes``, ``fp16_bytes``).
 
 On CUDA: float16 x against cuBLAS float16 (torch.matmul on the unquantized weight),
@@ -26,11 +29,16 @@ FORMATS = [
 # Also timed with bfloat16 x, against bfloat16 only.
 BF16_X = ("int4 g128", "int4 g32 asym", "mxfp4", "ternary")
 BF16_ONLY_BATCHES = (8, 32)  # CPU: bfloat16 x only, where the GEMM is compute bound
+BF16_COMPUTE_BATCHES = (1, 4, 16)  # CPU: float32 x computed in bfloat16
 
 
 def _int8_matmul(x, qw):
     x_q, x_scale = pygen.quant.quantize_activations(x)
     return pygen.quant.matmul(x_q, qw, x_scale=x_scale)
+
+
+def _bf16_compute_matmul(x, qw):
+    return pygen.quant.matmul(x, qw, compute_dtype=torch.bfloat16)
 
 
 def _case(label, fn, x, qw, baseline, baseline_fn, m, n, k, device):
@@ -104,8 +112,18 @@ def cases(device: str, quick: bool = False) -> list[Case]:
                 )
                 for label in BF16_X
             ]
+            runs += [
+                (f"{label} (fp32 x, bf16 compute)", packed[label], x, baselines)
+                for label in BF16_X
+                if m in BF16_COMPUTE_BATCHES
+            ]
             for label, qw, x_ours, bases in runs:
-                fn = _int8_matmul if label.endswith("int8") else pygen.quant.matmul
+                if label.endswith("int8"):
+                    fn = _int8_matmul
+                elif label.endswith("bf16 compute)"):
+                    fn = _bf16_compute_matmul
+                else:
+                    fn = pygen.quant.matmul
                 for name, (weight, dtype) in bases.items():
                     xb = x.to(dtype)
                     baseline_fn = lambda xb=xb, weight=weight: torch.matmul(xb, weight.T)  # noqa: E731

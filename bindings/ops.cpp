@@ -36,7 +36,7 @@ TORCH_LIBRARY(pygen, m) {
       "ScalarType dtype) -> Tensor");
   m.def(
       "quant_matmul(Tensor x, Tensor packed, Tensor scales, Tensor? zeros, str format, int group_size, "
-      "Tensor? bias) -> Tensor");
+      "Tensor? bias, ScalarType? compute_dtype=None) -> Tensor");
   m.def("quant_matmul_int8(Tensor x, Tensor x_scale, Tensor packed, Tensor scales, Tensor? bias) -> Tensor");
 
   // sampling: masked-diffusion steps (MDLM, LLaDA, first hitting), pygen/ops/masked_diffusion.py

@@ -195,6 +195,19 @@ QuantWeight quant_weight(const at::Tensor& packed, const at::Tensor& scales,
   return w;
 }
 
+// The dtype the products run in (QuantMatmulParams::compute) for x of dtype t.
+DType compute_of(at::ScalarType t, std::optional<at::ScalarType> c, bool half_compute) {
+  if (!c || *c == t) return to_dtype(t, "x");
+  TORCH_CHECK_VALUE(t == at::kFloat, "compute_dtype must be None or x's dtype ", t,
+                    " for 16-bit x (only float32 x converts), got ", *c);
+  TORCH_CHECK_VALUE(*c != at::kHalf || half_compute,
+                    "compute_dtype float16 is CUDA only; on the CPU float32 x computes in float32 or "
+                    "bfloat16, got float16");
+  TORCH_CHECK_VALUE(*c == at::kBFloat16 || *c == at::kHalf, "compute_dtype must be None, float32, bfloat16",
+                    half_compute ? " or float16" : "", " for float32 x, got ", *c);
+  return to_dtype(*c, "compute_dtype");
+}
+
 // The kernels load 16 bytes at a time: a contiguous view at an odd offset is copied.
 at::Tensor aligned16(const at::Tensor& t) {
   return t.is_contiguous() && reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 != 0 ? t.clone() : t;
@@ -216,12 +229,14 @@ at::Tensor dequantize_weight_impl(const at::Tensor& packed, const at::Tensor& sc
 at::Tensor quant_matmul_impl(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                              const std::optional<at::Tensor>& zeros, const std::string& format,
                              int64_t group_size, const std::optional<at::Tensor>& bias,
+                             std::optional<at::ScalarType> compute_dtype, bool half_compute,
                              const std::function<void(const QuantMatmulParams&)>& launch) {
   const at::Tensor pk = aligned16(packed);
   const QuantWeight w = quant_weight(pk, scales, zeros, format, group_size);
   const at::ScalarType t = x.scalar_type();
   TORCH_CHECK_TYPE(t == at::kFloat || t == at::kBFloat16 || t == at::kHalf,
                    "x must be float32, bfloat16 or float16, got ", t);
+  const DType compute = compute_of(t, compute_dtype, half_compute);
   TORCH_CHECK(x.device() == packed.device(), "x must be on packed's device ", packed.device(), ", got ",
               x.device());
   TORCH_CHECK_VALUE(x.dim() >= 1 && x.size(-1) == w.K, "x must be [..., in_features=", w.K, "], got shape ",
@@ -237,8 +252,8 @@ at::Tensor quant_matmul_impl(const at::Tensor& x, const at::Tensor& packed, cons
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = w.N;
   at::Tensor out = at::empty(shape, x.options());
-  launch(
-      {w, x2.size(0), to_dtype(t, "x"), x2.data_ptr(), b.defined() ? b.data_ptr() : nullptr, out.data_ptr()});
+  launch({w, x2.size(0), to_dtype(t, "x"), compute, x2.data_ptr(), b.defined() ? b.data_ptr() : nullptr,
+          out.data_ptr()});
   return out;
 }
 
@@ -287,8 +302,10 @@ at::Tensor dequantize_weight_cpu(const at::Tensor& packed, const at::Tensor& sca
 
 at::Tensor quant_matmul_cpu_op(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                const std::optional<at::Tensor>& zeros, const std::string& format,
-                               int64_t group_size, const std::optional<at::Tensor>& bias) {
-  return quant_matmul_impl(x, packed, scales, zeros, format, group_size, bias, quant_matmul_cpu);
+                               int64_t group_size, const std::optional<at::Tensor>& bias,
+                               std::optional<at::ScalarType> compute_dtype) {
+  return quant_matmul_impl(x, packed, scales, zeros, format, group_size, bias, compute_dtype,
+                           /*half_compute=*/false, quant_matmul_cpu);
 }
 
 at::Tensor quant_matmul_int8_cpu_op(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& packed,

@@ -41,16 +41,18 @@ at::Tensor dequantize_weight_cuda_op(const at::Tensor& packed, const at::Tensor&
 
 at::Tensor quant_matmul_cuda_op(const at::Tensor& x, const at::Tensor& packed, const at::Tensor& scales,
                                 const std::optional<at::Tensor>& zeros, const std::string& format,
-                                int64_t group_size, const std::optional<at::Tensor>& bias) {
+                                int64_t group_size, const std::optional<at::Tensor>& bias,
+                                std::optional<at::ScalarType> compute_dtype) {
   const c10::cuda::OptionalCUDAGuard guard(cuda_device_of(packed));
   check_out_features(packed);
-  return quant_matmul_impl(
-      x, packed, scales, zeros, format, group_size, bias, [&](const QuantMatmulParams& p) {
-        const size_t bytes = quant_matmul_cuda_workspace(p);
-        const at::Tensor workspace = at::empty({int64_t(bytes)}, x.options().dtype(at::kByte));
-        C10_CUDA_CHECK(
-            quant_matmul_cuda(p, bytes ? workspace.data_ptr() : nullptr, c10::cuda::getCurrentCUDAStream()));
-      });
+  return quant_matmul_impl(x, packed, scales, zeros, format, group_size, bias, compute_dtype,
+                           /*half_compute=*/true, [&](const QuantMatmulParams& p) {
+                             const size_t bytes = quant_matmul_cuda_workspace(p);
+                             const at::Tensor workspace =
+                                 at::empty({int64_t(bytes)}, x.options().dtype(at::kByte));
+                             C10_CUDA_CHECK(quant_matmul_cuda(p, bytes ? workspace.data_ptr() : nullptr,
+                                                              c10::cuda::getCurrentCUDAStream()));
+                           });
 }
 
 at::Tensor quant_matmul_int8_cuda_op(const at::Tensor& x, const at::Tensor& x_scale, const at::Tensor& packed,

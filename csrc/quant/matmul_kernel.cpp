@@ -9,7 +9,9 @@
 // registers and multiplies every row. More rows take the GEMM path: a block of weight
 // rows is decoded once into a float buffer in cache and every row of x runs over it
 // in register tiles; for bfloat16 x on AVX512-BF16 the buffer holds bfloat16 weights
-// (decoded by one 16-bit permute per 32 codes) multiplied by vdpbf16ps.
+// (decoded by one 16-bit permute per 32 codes) multiplied by vdpbf16ps. float32 x with
+// a bfloat16 compute dtype takes the same paths, rounded to bfloat16 where x is copied
+// (the GEMM's blocks, the GEMV's float copy), its output and bias staying float32.
 //
 // int8 activations (ternary only): codes are widened to bytes c in {0, 1, 2} and
 // multiplied with the int8 x by u8 x s8 dot products (AVX-512 VNNI vpdpbusd where
@@ -558,10 +560,11 @@ inline void prefetch_panel(const QuantWeight& w, int64_t nb, int64_t k0, int64_t
     for (int64_t b = 0; b < bytes; b += 64) __builtin_prefetch(w.packed + r * row_bytes + first + b);
 }
 
-// Rows n0..n1 of out[M, N] (+ bias) for x in blocks (see matmul_bf16).
-template <QuantLayout L>
-void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* xb, const BFloat16* bias, BFloat16* out,
-               int64_t n0, int64_t n1) {
+// Rows n0..n1 of out[M, N] (+ bias) for x in blocks (see matmul_bf16); T is x's dtype
+// (bfloat16, or float32 computed in bfloat16).
+template <QuantLayout L, class T>
+void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* xb, const T* bias, T* out, int64_t n0,
+               int64_t n1) {
   const float* base = table_base(w.format);
   const int64_t K = w.K;
   std::vector<uint16_t> panel(kPanelRows * kCols);
@@ -598,9 +601,32 @@ void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* xb, const BFloat
   }
 }
 
+// 16 float32 x elements as bfloat16 bits, rounded as f32_to_bf16_bits rounds (to nearest
+// even, NaN kept and quieted), so they equal x.bfloat16()'s values. Integer arithmetic:
+// vcvtne2ps2bf16 would flush subnormal inputs to zero.
+inline __m256i round_bf16(__m512 v) {
+  const __m512i u = _mm512_castps_si512(v);
+  const __m512i odd = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  const __m512i r =
+      _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(odd, _mm512_set1_epi32(0x7fff))), 16);
+  const __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+  return _mm512_cvtepi32_epi16(
+      _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40)));
+}
+
+// 32 elements of x as bfloat16 bits: bfloat16 x as it is, float32 x rounded.
+inline __m512i load_bf16(const uint16_t* p) { return _mm512_loadu_si512(p); }
+inline __m512i load_bf16(const float* p) {
+  return _mm512_inserti64x4(_mm512_castsi256_si512(round_bf16(_mm512_loadu_ps(p))),
+                            round_bf16(_mm512_loadu_ps(p + 16)), 1);
+}
+inline uint16_t bf16_bits(uint16_t v) { return v; }
+inline uint16_t bf16_bits(float v) { return f32_to_bf16_bits(v); }
+
 // Copies a chunk of x's columns into decode_panel's order: the 8 words of block b of
 // output vector f come from x's vector b, by one masked word permute.
-void chunk_order(const uint16_t* src, uint16_t* dst) {
+template <class S>
+void chunk_order(const S* src, uint16_t* dst) {
   struct Order {
     __m512i idx[4];
     Order() {
@@ -612,45 +638,63 @@ void chunk_order(const uint16_t* src, uint16_t* dst) {
     }
   };
   static const Order order;
+  __m512i in[4];
+#pragma GCC unroll 4
+  for (int b = 0; b < 4; ++b) in[b] = load_bf16(src + 32 * b);
 #pragma GCC unroll 4
   for (int f = 0; f < 4; ++f) {
     __m512i v = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int b = 0; b < 4; ++b)
-      v = _mm512_mask_permutexvar_epi16(v, __mmask32(0xffu) << (8 * b), order.idx[f],
-                                        _mm512_loadu_si512(src + 32 * b));
+      v = _mm512_mask_permutexvar_epi16(v, __mmask32(0xffu) << (8 * b), order.idx[f], in[b]);
     _mm512_storeu_si512(dst + f * 32, v);
   }
 }
 
-// Runs the bfloat16 GEMM when it applies; false otherwise. x [M, K] is first copied to
-// column blocks of kCols (the last one narrower), each block [M, width] row-major, its
-// columns in decode_panel's order.
-bool matmul_bf16(const QuantMatmulParams& p) {
-  if (p.dtype != DType::kBFloat16 || p.M <= kGemvRows || !has_avx512_bf16()) return false;
-  const QuantWeight& w = p.w;
-  const int64_t M = p.M, K = w.K;
-  const auto* x = static_cast<const uint16_t*>(p.x);
-  std::vector<uint16_t> xb(M * K);
-  const int64_t chunk = chunked(w) ? kChunk : 0;
+// x [M, K] (S: bfloat16 bits, or float32, rounded to bfloat16 here: the conversion
+// costs nothing beside this copy) into xb: column blocks of kCols (the last one
+// narrower), each block [M, width] row-major, its columns in decode_panel's order.
+template <class S>
+void block_x(const S* x, int64_t M, int64_t K, int64_t chunk, uint16_t* xb) {
   for (int64_t k0 = 0; k0 < K; k0 += kCols) {
     const int64_t width = std::min(K - k0, kCols), whole = chunk ? width / chunk * chunk : 0;
     for (int64_t m = 0; m < M; ++m) {
-      const uint16_t* src = x + m * K + k0;
-      uint16_t* dst = xb.data() + M * k0 + m * width;
+      const S* src = x + m * K + k0;
+      uint16_t* dst = xb + M * k0 + m * width;
       for (int64_t k = 0; k < whole; k += chunk) chunk_order(src + k, dst + k);
-      std::copy_n(src + whole, width - whole, dst + whole);
+      for (int64_t k = whole; k < width; ++k) dst[k] = bf16_bits(src[k]);
     }
   }
-  const auto* bias = static_cast<const BFloat16*>(p.bias);
-  auto* out = static_cast<BFloat16*>(p.out);
-  parallel_for(0, (w.N + kPanelRows - 1) / kPanelRows, 1, [&](int64_t b0, int64_t b1) {
-    const int64_t n0 = b0 * kPanelRows, n1 = std::min(w.N, b1 * kPanelRows);
-    if (w.format == QuantFormat::kTernary)
-      gemm_bf16<QuantLayout::kCrumbs>(w, M, xb.data(), bias, out, n0, n1);
-    else
-      gemm_bf16<QuantLayout::kNibbles>(w, M, xb.data(), bias, out, n0, n1);
-  });
+}
+
+// Runs the bfloat16 GEMM when it applies (products in bfloat16, more than kGemvRows
+// rows, AVX512-BF16); false otherwise.
+bool matmul_bf16(const QuantMatmulParams& p) {
+  if (p.compute != DType::kBFloat16 || p.M <= kGemvRows || !has_avx512_bf16()) return false;
+  const QuantWeight& w = p.w;
+  const int64_t M = p.M, K = w.K;
+  std::vector<uint16_t> xb(M * K);
+  const int64_t chunk = chunked(w) ? kChunk : 0;
+  if (p.dtype == DType::kFloat32)
+    block_x(static_cast<const float*>(p.x), M, K, chunk, xb.data());
+  else
+    block_x(static_cast<const uint16_t*>(p.x), M, K, chunk, xb.data());
+  const auto run = [&](auto tag) {
+    using T = decltype(tag);
+    const auto* bias = static_cast<const T*>(p.bias);
+    auto* out = static_cast<T*>(p.out);
+    parallel_for(0, (w.N + kPanelRows - 1) / kPanelRows, 1, [&](int64_t b0, int64_t b1) {
+      const int64_t n0 = b0 * kPanelRows, n1 = std::min(w.N, b1 * kPanelRows);
+      if (w.format == QuantFormat::kTernary)
+        gemm_bf16<QuantLayout::kCrumbs, T>(w, M, xb.data(), bias, out, n0, n1);
+      else
+        gemm_bf16<QuantLayout::kNibbles, T>(w, M, xb.data(), bias, out, n0, n1);
+    });
+  };
+  if (p.dtype == DType::kFloat32)
+    run(float{});
+  else
+    run(BFloat16{});
   return true;
 }
 #endif
@@ -812,14 +856,19 @@ void quant_matmul(const QuantMatmulParams& p) {
 #if defined(__AVX512F__)
   if (matmul_bf16(p)) return;
 #endif
+  // The float kernels read float32 x: 16-bit x widened, and float32 x computed in
+  // bfloat16 rounded to the values bfloat16 x would hold, in the same copy (the GEMV's
+  // few rows; all of x only on CPUs without AVX512-BF16, as for bfloat16 x).
   std::vector<float> xf;
   const float* x = static_cast<const float*>(p.x);
-  if (p.dtype != DType::kFloat32) {
+  if (p.dtype != DType::kFloat32 || p.compute == DType::kBFloat16) {
     xf.resize(p.M * w.K);
+    const bool round = p.dtype == DType::kFloat32;
     visit_dtype(p.dtype, [&](auto tag) {
       const auto* src = static_cast<const decltype(tag)*>(p.x);
       parallel_for(0, p.M * w.K, 1 << 14, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) xf[i] = to_float(src[i]);
+        for (int64_t i = b; i < e; ++i)
+          xf[i] = round ? to_float(BFloat16::round(to_float(src[i]))) : to_float(src[i]);
       });
     });
     x = xf.data();

@@ -74,11 +74,15 @@ struct DequantizeParams {
 };
 
 // out[M, N] = x[M, K] W^T (+ bias), x contiguous in float32 / bfloat16 / float16,
-// out and bias (or null) of x's dtype; accumulation in float32.
+// out and bias (or null) of x's dtype; accumulation in float32. `compute` is the dtype
+// the products run in: x's, or for float32 x bfloat16 (float16 too on CUDA), each x
+// element then rounded to it first, as if x had that dtype (the kernels of 16-bit x
+// run, on x converted where they read it), but out and bias stay float32.
 struct QuantMatmulParams {
   QuantWeight w;
   int64_t M;
   DType dtype;
+  DType compute;
   const void* x;
   const void* bias;
   void* out;

@@ -134,6 +134,29 @@ void visit_x_dtype(DType dtype, Fn&& fn) {
     fn(float{});
 }
 
+// The type float32 x is rounded to before the products (p.compute): Half or BFloat16,
+// or float for none (16-bit x, or float32 computed in float32). Calls fn(T{}, R{}) with
+// T x's dtype, R that type.
+template <class Fn>
+void visit_x_rounding(DType dtype, DType compute, Fn&& fn) {
+  visit_x_dtype(dtype, [&](auto t) {
+    if constexpr (std::is_same_v<decltype(t), float>) {
+      if (compute == DType::kBFloat16) return fn(t, BFloat16{});
+      if (compute == DType::kFloat16) return fn(t, Half{});
+    }
+    fn(t, float{});
+  });
+}
+
+// v rounded to R and back (R = float: v).
+template <class R>
+__device__ __forceinline__ float round_to(float v) {
+  if constexpr (std::is_same_v<R, float>)
+    return v;
+  else
+    return to_float(R::round(v));
+}
+
 // Tiled schedules: 64 x 64 output tiles, 64 elements of K per step.
 constexpr int kTileM = 64, kTileN = 64, kTileK = 64;
 

@@ -1,9 +1,11 @@
-// Tiled schedule for bfloat16 / float16 x: a 64 x 64 output tile per block of 4 warps
-// (2 x 2, 32 x 32 each), 64 elements of K per step. Each step stages the x tile and the
-// W tile, dequantized (scale * code value in float32, rounded once to x's dtype, as
-// dequantize(W, dtype) does), in shared memory, and runs mma.sync m16n8k16 with float32
-// accumulators. The next step's global loads are issued before the current step's
-// products, so they are in flight while the tensor cores work.
+// Tiled schedule for bfloat16 / float16 x, and float32 x with a 16-bit compute dtype: a
+// 64 x 64 output tile per block of 4 warps (2 x 2, 32 x 32 each), 64 elements of K per
+// step. Each step stages the x tile and the W tile, dequantized (scale * code value in
+// float32, rounded once to the compute dtype C, as dequantize(W, dtype) does), in shared
+// memory, and runs mma.sync m16n8k16 with float32 accumulators. float32 x (X) is
+// rounded to C as it is staged, so no converted copy of x is made, and the products
+// are those of x in C. The next step's global loads are issued before the current
+// step's products, so they are in flight while the tensor cores work.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -55,24 +57,34 @@ __device__ __forceinline__ void mma(BFloat16, float d[4], const uint32_t a[4], c
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// The x tile is read in chunks of 16 bytes (8 16-bit or 4 float32 elements): a row
+// of the tile is kXChunks<X> of them, a thread loads kXLoads<X>.
+template <class X>
+constexpr int kXElems = 16 / int(sizeof(X));
+template <class X>
+constexpr int kXChunks = kTileK / kXElems<X>;
+template <class X>
+constexpr int kXLoads = kTileM * kXChunks<X> / kThreads;
+
 // One K step's global data, held in registers until the shared tiles are free.
+template <class X>
 struct Stage {
-  uint4 x[4];  // x tile: 64 rows x 8 chunks of 8 elements, 4 chunks a thread
-  uint4 raw;   // W tile: 64 rows x 2 items, one item a thread
+  uint4 x[kXLoads<X>];  // x tile
+  uint4 raw;            // W tile: 64 rows x 2 items, one item a thread
   ItemScale sc;
   bool w_valid;
 };
 
-template <class T>
+template <class X>
 __device__ __forceinline__ void load_stage(const QuantMatmulParams& p, int64_t m0, int64_t n0, int64_t kt,
-                                           Stage* s) {
+                                           Stage<X>* s) {
   const QuantWeight& w = p.w;
-  const T* x = static_cast<const T*>(p.x);
+  const X* x = static_cast<const X*>(p.x);
 #pragma unroll
-  for (int it = 0; it < 4; ++it) {
-    const int idx = threadIdx.x + it * kThreads, row = idx / 8, chunk = idx % 8;
-    const int64_t m = m0 + row, k = kt * kTileK + chunk * 8;
-    // K is a multiple of 32, so a chunk of 8 is wholly in or out.
+  for (int it = 0; it < kXLoads<X>; ++it) {
+    const int idx = threadIdx.x + it * kThreads, row = idx / kXChunks<X>, chunk = idx % kXChunks<X>;
+    const int64_t m = m0 + row, k = kt * kTileK + chunk * kXElems<X>;
+    // K is a multiple of 32, so a chunk is wholly in or out.
     s->x[it] =
         m < p.M && k < w.K ? __ldg(reinterpret_cast<const uint4*>(x + m * w.K + k)) : make_uint4(0, 0, 0, 0);
   }
@@ -84,13 +96,20 @@ __device__ __forceinline__ void load_stage(const QuantMatmulParams& p, int64_t m
   }
 }
 
-template <class T, QuantFormat F>
-__device__ __forceinline__ void store_stage(const Stage& s, int64_t kt, const float* e2m1_table, uint16_t* xs,
-                                            uint16_t* ws) {
+template <class X, class C, QuantFormat F>
+__device__ __forceinline__ void store_stage(const Stage<X>& s, int64_t kt, const float* e2m1_table,
+                                            uint16_t* xs, uint16_t* ws) {
 #pragma unroll
-  for (int it = 0; it < 4; ++it) {
-    const int idx = threadIdx.x + it * kThreads, row = idx / 8, chunk = idx % 8;
-    *reinterpret_cast<uint4*>(xs + row * kLd + chunk * 8) = s.x[it];
+  for (int it = 0; it < kXLoads<X>; ++it) {
+    const int idx = threadIdx.x + it * kThreads, row = idx / kXChunks<X>, chunk = idx % kXChunks<X>;
+    uint16_t* dst = xs + row * kLd + chunk * kXElems<X>;
+    if constexpr (std::is_same_v<X, float>) {
+      const uint4 f = s.x[it];
+      *reinterpret_cast<uint2*>(dst) = make_uint2(pack2(C{}, __uint_as_float(f.x), __uint_as_float(f.y)),
+                                                  pack2(C{}, __uint_as_float(f.z), __uint_as_float(f.w)));
+    } else {
+      *reinterpret_cast<uint4*>(dst) = s.x[it];
+    }
   }
   const int row = threadIdx.x / 2, sub = threadIdx.x % 2;
   uint32_t pairs[kItem / 2] = {};
@@ -98,7 +117,7 @@ __device__ __forceinline__ void store_stage(const Stage& s, int64_t kt, const fl
     float v[kItem];
     item_values<F>(s.raw, kt * (kTileK / kItem) + sub, s.sc.zoff, e2m1_table, v);
 #pragma unroll
-    for (int e = 0; e < kItem; e += 2) pairs[e / 2] = pack2(T{}, v[e] * s.sc.scale, v[e + 1] * s.sc.scale);
+    for (int e = 0; e < kItem; e += 2) pairs[e / 2] = pack2(C{}, v[e] * s.sc.scale, v[e + 1] * s.sc.scale);
   }
   uint4* dst = reinterpret_cast<uint4*>(ws + row * kLd + sub * kItem);
 #pragma unroll
@@ -106,7 +125,8 @@ __device__ __forceinline__ void store_stage(const Stage& s, int64_t kt, const fl
     dst[q] = make_uint4(pairs[4 * q], pairs[4 * q + 1], pairs[4 * q + 2], pairs[4 * q + 3]);
 }
 
-template <class T, QuantFormat F>
+// X: x's (and out's) dtype; C: the 16-bit dtype of the products (X itself for 16-bit x).
+template <class X, class C, QuantFormat F>
 __global__ void __launch_bounds__(kThreads)
     gemm_mma_kernel(QuantMatmulParams p, int64_t kt_per, float* partials) {
   __shared__ __align__(16) uint16_t xs[kTileM * kLd];
@@ -119,13 +139,13 @@ __global__ void __launch_bounds__(kThreads)
   const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, t = lane % 4;
   const int wm = (warp / 2) * 32, wn = (warp % 2) * 32;
   float acc[2][4][4] = {};
-  Stage stage;
-  if (kt0 < kt1) load_stage<T>(p, m0, n0, kt0, &stage);
+  Stage<X> stage;
+  if (kt0 < kt1) load_stage<X>(p, m0, n0, kt0, &stage);
   for (int64_t kt = kt0; kt < kt1; ++kt) {
     __syncthreads();  // the previous step's fragment loads are done
-    store_stage<T, F>(stage, kt, e2m1_table, xs, ws);
+    store_stage<X, C, F>(stage, kt, e2m1_table, xs, ws);
     __syncthreads();
-    if (kt + 1 < kt1) load_stage<T>(p, m0, n0, kt + 1, &stage);
+    if (kt + 1 < kt1) load_stage<X>(p, m0, n0, kt + 1, &stage);
     // Warp-uniform: a warp whose 32 rows are all past M (small M) skips its products.
 #pragma unroll
     for (int ks = 0; ks < kTileK && m0 + wm < p.M; ks += 16) {
@@ -148,11 +168,11 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni) mma(T{}, acc[mi][ni], a[mi], b[ni]);
+        for (int ni = 0; ni < 4; ++ni) mma(C{}, acc[mi][ni], a[mi], b[ni]);
     }
   }
-  const T* bias = static_cast<const T*>(p.bias);
-  T* out = static_cast<T*>(p.out);
+  const X* bias = static_cast<const X*>(p.bias);
+  X* out = static_cast<X*>(p.out);
 #pragma unroll
   for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
@@ -165,7 +185,7 @@ __global__ void __launch_bounds__(kThreads)
         if (partials)
           partials[(int64_t(blockIdx.z) * p.M + m) * p.w.N + n] = v;
         else
-          out[m * p.w.N + n] = from_acc<T>(bias ? v + to_acc(bias[n]) : v);
+          out[m * p.w.N + n] = from_acc<X>(bias ? v + to_acc(bias[n]) : v);
       }
 }
 
@@ -177,9 +197,13 @@ void launch_gemm_mma(const QuantMatmulParams& p, const SplitPlan& plan, float* p
   visit_format(p.w.format, [&](auto f) {
     constexpr QuantFormat F = decltype(f)::value;
     if (p.dtype == DType::kFloat16)
-      gemm_mma_kernel<Half, F><<<grid, kThreads, 0, stream>>>(p, plan.kt_per, partials);
+      gemm_mma_kernel<Half, Half, F><<<grid, kThreads, 0, stream>>>(p, plan.kt_per, partials);
+    else if (p.dtype == DType::kBFloat16)
+      gemm_mma_kernel<BFloat16, BFloat16, F><<<grid, kThreads, 0, stream>>>(p, plan.kt_per, partials);
+    else if (p.compute == DType::kFloat16)
+      gemm_mma_kernel<float, Half, F><<<grid, kThreads, 0, stream>>>(p, plan.kt_per, partials);
     else
-      gemm_mma_kernel<BFloat16, F><<<grid, kThreads, 0, stream>>>(p, plan.kt_per, partials);
+      gemm_mma_kernel<float, BFloat16, F><<<grid, kThreads, 0, stream>>>(p, plan.kt_per, partials);
   });
 }
 

@@ -2,7 +2,9 @@
 // l, l + 32, ... of each row, one 16-byte load each (a warp reads 512 contiguous bytes
 // of a row at a time), dots each item with x in float32 and scales the item's sum once
 // (codes are small integers or E2M1 values, exact in float32); a warp shuffle adds the
-// lanes. Memory bound: the packed weight is read once, x comes from L1/L2.
+// lanes. Memory bound: the packed weight is read once, x comes from L1/L2. float32 x
+// with a 16-bit compute dtype is rounded to it as it is loaded (R), so the sums are
+// those of 16-bit x.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -61,7 +63,7 @@ __device__ __forceinline__ void load_rows(const QuantWeight& w, int64_t n0, int6
   }
 }
 
-template <class T, QuantFormat F, int M>
+template <class T, class R, QuantFormat F, int M>
 __global__ void __launch_bounds__(kThreads) gemv_kernel(QuantMatmulParams p) {
   __shared__ float e2m1_table[16];
   fill_e2m1_table(e2m1_table);
@@ -94,6 +96,8 @@ __global__ void __launch_bounds__(kThreads) gemv_kernel(QuantMatmulParams p) {
       for (int c = 0; c < kItem / 8; ++c) {
         float xf[8];
         load8(xm + 8 * c, xf);
+#pragma unroll
+        for (int e = 0; e < 8; ++e) xf[e] = round_to<R>(xf[e]);
 #pragma unroll
         for (int r = 0; r < kRows; ++r)
 #pragma unroll
@@ -164,22 +168,23 @@ unsigned gemv_blocks(int64_t N) { return unsigned((N + kWarps * kRows - 1) / (kW
 
 void launch_gemv(const QuantMatmulParams& p, cudaStream_t stream) {
   const dim3 grid(gemv_blocks(p.w.N));
-  visit_x_dtype(p.dtype, [&](auto t) {
+  visit_x_rounding(p.dtype, p.compute, [&](auto t, auto r) {
     visit_format(p.w.format, [&](auto f) {
       using T = decltype(t);
+      using R = decltype(r);
       constexpr QuantFormat F = decltype(f)::value;
       switch (p.M) {
         case 1:
-          gemv_kernel<T, F, 1><<<grid, kThreads, 0, stream>>>(p);
+          gemv_kernel<T, R, F, 1><<<grid, kThreads, 0, stream>>>(p);
           break;
         case 2:
-          gemv_kernel<T, F, 2><<<grid, kThreads, 0, stream>>>(p);
+          gemv_kernel<T, R, F, 2><<<grid, kThreads, 0, stream>>>(p);
           break;
         case 3:
-          gemv_kernel<T, F, 3><<<grid, kThreads, 0, stream>>>(p);
+          gemv_kernel<T, R, F, 3><<<grid, kThreads, 0, stream>>>(p);
           break;
         default:
-          gemv_kernel<T, F, 4><<<grid, kThreads, 0, stream>>>(p);
+          gemv_kernel<T, R, F, 4><<<grid, kThreads, 0, stream>>>(p);
       }
     });
   });

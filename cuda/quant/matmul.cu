@@ -69,7 +69,7 @@ cudaError_t quant_matmul_cuda(const QuantMatmulParams& p, void* workspace, cudaS
   const SplitPlan plan = quant_cuda::plan_splits(p.M, p.w.N, p.w.K);
   if (!fits_grid(plan)) return cudaErrorInvalidValue;
   float* partials = plan.splits > 1 ? static_cast<float*>(workspace) : nullptr;
-  if (p.dtype == DType::kFloat32)
+  if (p.compute == DType::kFloat32)
     quant_cuda::launch_gemm_simt_f32(p, plan, partials, stream);
   else
     quant_cuda::launch_gemm_mma(p, plan, partials, stream);

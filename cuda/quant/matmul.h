@@ -3,9 +3,10 @@
 //
 // quant_matmul picks a schedule by M (rows of x):
 //   M <= kGemvMaxRows: GEMV, a warp per two output rows, 16-byte loads of packed rows;
-//   larger M, bfloat16 / float16 x: tiles of W dequantized into shared memory in x's
-//     dtype, mma.sync m16n8k16 tensor cores, float32 accumulators (gemm_mma.cu);
-//   larger M, float32 x: a SIMT float32 tile (gemm_simt.cu). Not tensor cores: W
+//   larger M, bfloat16 / float16 x, or float32 x with that compute dtype (rounded as
+//     it is staged): tiles of W dequantized into shared memory in the compute dtype,
+//     mma.sync m16n8k16 tensor cores, float32 accumulators (gemm_mma.cu);
+//   larger M, float32 x computed in float32: a SIMT float32 tile (gemm_simt.cu). Not tensor cores: W
 //     dequantized to bfloat16 alone has a relative error of 2^-9 per element (8-bit
 //     significand), so splitting x into hi + lo bfloat16 halves still misses the 1e-3
 //     bound unless W is split too (three products); float16 W overflows for float32

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pygen.quant.ops import matmul, quantize_activations
+from pygen.quant.ops import COMPUTE_DTYPES, matmul, quantize_activations
 from pygen.quant.weight import QuantizedWeight, quantize
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -42,11 +42,24 @@ class QuantLinear(nn.Module):
 
     ``x`` is ``[..., in_features]`` float32, bfloat16 or float16; ``y`` has x's dtype.
     The bias is a buffer (these layers are for inference) and is cast to x's dtype.
+
+    Every layer takes ``compute_dtype`` (None, ``torch.bfloat16`` or, on CUDA,
+    ``torch.float16``): the dtype float32 x is multiplied in (:func:`pygen.quant.matmul`'s
+    ``compute_dtype``: x rounded to it inside the kernel, y still float32). 16-bit x
+    always computes in its own dtype.
     """
 
     format: str
     # from_linear options that configure the layer rather than pygen.quant.quantize
-    _layer_only_options: tuple[str, ...] = ()
+    _layer_only_options: tuple[str, ...] = ("compute_dtype",)
+
+    def _init_compute_dtype(self, compute_dtype: torch.dtype | str | None) -> None:
+        compute_dtype = _DTYPES.get(compute_dtype, compute_dtype)
+        if compute_dtype is not None and compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(
+                f"compute_dtype must be None, torch.bfloat16 or torch.float16, got {compute_dtype}"
+            )
+        self.compute_dtype = compute_dtype
 
     def _init_buffers(self, in_features, out_features, bias, packed_cols, scales, zeros):
         self.in_features, self.out_features = in_features, out_features
@@ -107,6 +120,7 @@ class QuantLinear(nn.Module):
             "in_features": self.in_features,
             "out_features": self.out_features,
             "bias": self.bias is not None,
+            "compute_dtype": None if self.compute_dtype is None else _dtype_name(self.compute_dtype),
         }
 
     def _apply(self, fn, recurse=True):
@@ -121,7 +135,8 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [..., in_features]`` -> ``[..., out_features]`` in x's dtype."""
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return matmul(x, self.qweight, bias)
+        compute_dtype = self.compute_dtype if x.dtype == torch.float32 else None
+        return matmul(x, self.qweight, bias, compute_dtype=compute_dtype)
 
     def extra_repr(self) -> str:
         bits = 8 * self.weight_nbytes / (self.in_features * self.out_features)
@@ -146,8 +161,10 @@ class Int4Linear(QuantLinear):
         group_size: int = 128,
         symmetric: bool = True,
         scale_dtype: torch.dtype | str = torch.float16,
+        compute_dtype: torch.dtype | str | None = None,
     ):
         super().__init__()
+        self._init_compute_dtype(compute_dtype)
         if group_size not in (32, 64, 128):
             raise ValueError(f"group_size must be 32, 64 or 128, got {group_size}")
         check_in_features("int4", in_features, group_size)
@@ -185,8 +202,16 @@ class MXFP4Linear(QuantLinear):
 
     format = "mxfp4"
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        compute_dtype: torch.dtype | str | None = None,
+    ):
         super().__init__()
+        self._init_compute_dtype(compute_dtype)
         check_in_features("mxfp4", in_features)
         scales = torch.zeros(out_features, in_features // 32, dtype=torch.uint8)
         self._init_buffers(in_features, out_features, bias, in_features // 2, scales, None)
@@ -211,7 +236,7 @@ class TernaryLinear(QuantLinear):
     """
 
     format = "ternary"
-    _layer_only_options = ("activations", "norm")
+    _layer_only_options = ("activations", "norm", "compute_dtype")
 
     def __init__(
         self,
@@ -222,11 +247,17 @@ class TernaryLinear(QuantLinear):
         per_channel: bool = True,
         activations: str = "float",
         norm: bool = False,
+        compute_dtype: torch.dtype | str | None = None,
     ):
         super().__init__()
+        self._init_compute_dtype(compute_dtype)
         check_in_features("ternary", in_features)
         if activations not in ACTIVATIONS:
             raise ValueError(f"activations must be one of {ACTIVATIONS}, got {activations!r}")
+        if activations == "int8" and self.compute_dtype is not None:
+            raise ValueError(
+                f"compute_dtype is for activations='float' (int8 sums integers), got {compute_dtype}"
+            )
         self.per_channel, self.activations = per_channel, activations
         self.norm = _rms_norm(in_features, norm)
         scales = torch.zeros(out_features if per_channel else 1)

@@ -43,6 +43,7 @@ def quantize_model(
     skip: Skip = (),
     strict: bool = False,
     seed: int = 0,
+    compute_dtype: torch.dtype | str | None = None,
     **options,
 ) -> nn.Module:
     """Replaces the ``nn.Linear`` layers of ``model`` (in place) by packed low-bit layers.
@@ -67,6 +68,11 @@ def quantize_model(
             it in float and list it in ``model.quantization["kept"]``).
         seed: the global RNG seed set (and restored after) around each calibration pass,
             so every pass sees the same random draws of ``forward``.
+        compute_dtype: the layers' ``compute_dtype``: None (float32 x computes in float32)
+            or ``torch.bfloat16`` (``torch.float16`` on CUDA): a float32 model's layers then
+            multiply in that dtype, x rounded to it inside the kernel (see
+            :func:`pygen.quant.matmul` for the speed and the error), outputs still float32.
+            Saved in ``model.quantization`` with each layer's config.
         **options: the layer's format options: int4 ``group_size`` (default 128),
             ``symmetric``, ``scale_dtype``; ternary ``per_channel``, ``activations``.
 
@@ -90,15 +96,20 @@ def quantize_model(
             raise ValueError("method 'gptq' needs calibration batches (calibration=...)")
     layer_class = LAYER_OF_FORMAT[format]
     # An empty layer now: bad options fail before any work, with the constructor's message.
-    layer_class(128, 1, **options)
+    layer_class(128, 1, compute_dtype=compute_dtype, **options)
 
     targets, kept = _select(model, format, options.get("group_size", 128), skip, strict)
     if method is None:
-        replaced = {name: layer_class.from_linear(linear, **options) for name, linear in targets.items()}
+        replaced = {
+            name: layer_class.from_linear(linear, compute_dtype=compute_dtype, **options)
+            for name, linear in targets.items()
+        }
         for name, layer in replaced.items():
             _set(model, name, layer)
     else:
-        replaced = _gptq_model(model, targets, list(calibration), forward, method, seed, options)
+        replaced = _gptq_model(
+            model, targets, list(calibration), forward, method, seed, options, compute_dtype
+        )
     _record(model, "gptq" if method else "rtn", format, replaced, kept)
     return model
 
@@ -215,7 +226,9 @@ def _run_calibration(model, batches, forward, seed) -> None:
             forward(model, batch)
 
 
-def _gptq_model(model, targets, batches, forward, method: GPTQ, seed, options) -> dict[str, nn.Module]:
+def _gptq_model(
+    model, targets, batches, forward, method: GPTQ, seed, options, compute_dtype
+) -> dict[str, nn.Module]:
     """GPTQ every target layer from Hessians of its inputs on the calibration batches."""
     if not batches:
         raise ValueError("calibration is empty")
@@ -256,7 +269,7 @@ def _gptq_model(model, targets, batches, forward, method: GPTQ, seed, options) -
             act_order=method.act_order,
             **int4_options,
         )
-        replaced[name] = Int4Linear.from_quantized(qw, linear.bias)
+        replaced[name] = Int4Linear.from_quantized(qw, linear.bias, compute_dtype=compute_dtype)
         _set(model, name, replaced[name])
 
     try:

@@ -224,13 +224,13 @@ def test_opcheck(torch_seed, device):
 
 def test_torch_compile(torch_seed, device):
     qw = quantized("int4", dict(group_size=32, symmetric=False), 48, 256, device=device)
-    x = torch.randn(4, 256, device=device)
+    x = torch.randn(9, 256, device=device)
 
-    @torch.compile(fullgraph=True)
-    def f(x):
-        return torch.relu(pygen.quant.matmul(x, qw)) * 2
+    def f(x):  # compute_dtype too (test_compute_dtype.py): one compile for both
+        bf16 = pygen.quant.matmul(x, qw, compute_dtype=torch.bfloat16)
+        return torch.relu(pygen.quant.matmul(x, qw)) * 2 + bf16
 
-    torch.testing.assert_close(f(x), torch.relu(pygen.quant.matmul(x, qw)) * 2)
+    torch.testing.assert_close(torch.compile(f, fullgraph=True)(x), f(x))
 
 
 SCRIPT = """
@@ -248,6 +248,9 @@ for fmt, opts in [("int4", dict(group_size=32)), ("int4", dict(group_size=128, s
             out = pygen.quant.matmul(x, qw).double()
             err = ((out - ref).abs().mean() / ref.abs().mean()).item()
             worst[dtype] = max(worst[dtype], err)
+        # float32 x computed in bfloat16: the bfloat16 x kernels' sums (test_compute_dtype.py)
+        y = pygen.quant.matmul(x.float(), qw, compute_dtype=torch.bfloat16)
+        assert torch.equal(y.bfloat16(), pygen.quant.matmul(x.bfloat16(), qw)), (fmt, m)
     if fmt == "ternary":
         x_q, x_scale = pygen.quant.quantize_activations(torch.randn(6, 256))
         assert torch.equal(pygen.quant.matmul(x_q, qw, x_scale=x_scale),
