@@ -30,7 +30,10 @@ class CMakeExtension(Extension):
 class cmake_build_ext(build_ext):
     def build_extension(self, ext: Extension) -> None:
         out_dir = Path(self.get_ext_fullpath(ext.name)).parent.resolve()
-        build_dir = Path(self.build_temp).resolve()
+        # An editable install (make build) would configure in a fresh temporary directory each
+        # time and so recompile everything; a fixed folder keeps its rebuilds incremental.
+        editable = getattr(self, "editable_mode", False)
+        build_dir = ROOT / "build" / "editable" if editable else Path(self.build_temp).resolve()
         build_dir.mkdir(parents=True, exist_ok=True)
         cuda = os.environ.get("PYGEN_CUDA", "auto")
         if cuda not in ("auto", "0", "1"):
