@@ -96,6 +96,14 @@ PYGEN_HD double rq_softplus_grad(double v) {
   return z / (z + 1.0);
 }
 
+// The larger of a row's running maximum m and value v, NaN once v is: a NaN parameter
+// then makes the whole softmax NaN (the element's output with it), where a plain max
+// would drop it and the softmax's exp would read it as a zero-width bin.
+template <class C>
+PYGEN_HD C rq_max_nan(C m, C v) {
+  return sel((v > m) | (v != v), v, m);
+}
+
 template <class C>
 PYGEN_HD C rq_boundary_derivative() {
   return C(kRqMinDerivative) + rq_softplus(C(kRqBoundaryPreactivation));
@@ -144,7 +152,7 @@ struct RqPartition {
 
   PYGEN_HD RqPartition(RqRow<const T> u_, int K_, C bound_, double min_size_) : u(u_), K(K_), bound(bound_) {
     max = to_acc(u[0]);
-    for (int j = 1; j < K; ++j) max = to_acc(u[j]) > max ? to_acc(u[j]) : max;
+    for (int j = 1; j < K; ++j) max = rq_max_nan(max, to_acc(u[j]));
     sum = 0;
     for (int j = 0; j < K; ++j) sum += rq_exp_nonpos(to_acc(u[j]) - max);
     min_size = C(min_size_);

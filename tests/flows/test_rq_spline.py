@@ -200,12 +200,15 @@ def test_matches_normflows():
                 torch.testing.assert_close(a, b, rtol=10 * tol, atol=10 * tol)
 
 
-def test_validate_off_gives_nan(device):
-    w, h, d = _params((4,), 3, torch.float32, device, 10)
-    w[1, 0] = float("nan")
+@pytest.mark.parametrize("which,j", [(0, 0), (0, 2), (1, 1), (1, 2)])
+def test_validate_off_gives_nan(device, which, j):
+    # Any size, not only the first: a row maximum that dropped NaN, and an exp that read
+    # it as a zero-width bin, once gave a finite y here.
+    params = list(_params((4,), 3, torch.float32, device, 10))
+    params[which][1, j] = float("nan")
     x = torch.zeros(4, device=device)
-    y, lad = pygen.ops.rq_spline(x, w, h, d, validate=False)
-    assert y[1].isnan() and y[[0, 2, 3]].isfinite().all()
+    y, lad = pygen.ops.rq_spline(x, *params, validate=False)
+    assert y[1].isnan() and lad[1].isnan() and y[[0, 2, 3]].isfinite().all()
 
 
 def _bad(**kw):
