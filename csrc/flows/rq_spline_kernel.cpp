@@ -187,26 +187,27 @@ class Tile {
     return all == C(0);
   }
 
-  // The softmax of the sizes and the interior knots, in RqPartition's order of operations
-  // (the running sum in float64, as torch's CPU cumsum keeps it).
+  // The softmax of the sizes and the interior knots, as RqPartition computes them (the
+  // knots from float64 sums of the exponentials, rounded once: rq_knot).
   void partition(Side<C>& s, double min_size) const {
     C mx[L], sum[L];
-    for (int l = 0; l < L; ++l) mx[l] = s.p[l], sum[l] = 0;
+    double sum64[L], cum[L], rate[L];
+    for (int l = 0; l < L; ++l) mx[l] = s.p[l], sum[l] = 0, sum64[l] = 0, cum[l] = 0;
     for (int j = 1; j < K; ++j)
       for (int l = 0; l < L; ++l) mx[l] = rq_max_nan(mx[l], s.p[j * L + l]);
     for (int j = 0; j < K; ++j)
       for (int l = 0; l < L; ++l) s.p[j * L + l] = rq_exp_nonpos(s.p[j * L + l] - mx[l]);
     for (int j = 0; j < K; ++j)
-      for (int l = 0; l < L; ++l) sum[l] += s.p[j * L + l];
-    for (int j = 0; j < K; ++j)
-      for (int l = 0; l < L; ++l) s.p[j * L + l] /= sum[l];
-    const C mn = C(min_size), scale = C(1.0 - min_size * K), two_b = bound + bound;
-    double cum[L] = {};
+      for (int l = 0; l < L; ++l) sum[l] += s.p[j * L + l], sum64[l] += double(s.p[j * L + l]);
+    const double b = double(bound), step = rq_knot_step(b, min_size);
+    for (int l = 0; l < L; ++l) rate[l] = rq_knot_rate(b, min_size, K, sum64[l]);
     for (int j = 0; j < K - 1; ++j)
       for (int l = 0; l < L; ++l) {
-        cum[l] += double(mn + scale * s.p[j * L + l]);
-        s.knot[j * L + l] = two_b * C(cum[l]) + (-bound);
+        cum[l] += double(s.p[j * L + l]);
+        s.knot[j * L + l] = rq_knot<C>(b, step, rate[l], j, cum[l]);
       }
+    for (int j = 0; j < K; ++j)
+      for (int l = 0; l < L; ++l) s.p[j * L + l] /= sum[l];
   }
 
   // The bin of each lane: the number of interior knots at or below it. The knots
