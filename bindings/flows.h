@@ -91,6 +91,28 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_packed_backward_impl(
     const at::Tensor& x, const at::Tensor& params, bool inverse, double tail_bound,
     const std::function<void(const RqSplineBackwardParams&)>& launch);
 
+// The whole spline coupling layer: x [B, C, ...] with channels [active_begin,
+// active_begin + active) through rq_spline and the others copied, the parameters read
+// in place from the conditioner's output params [B, active * (3K - 1), ...] (x's other
+// dims; active channel c's widths, heights and derivatives at channels c (3K - 1) + [0,
+// K), [K, 2K), [2K, 3K - 1)), the log-det [B] summed in the kernel. The backward returns
+// grad_x in x's shape and grad_params in params' shape.
+std::tuple<at::Tensor, at::Tensor> rq_spline_coupling_layer_impl(
+    const at::Tensor& x, const at::Tensor& params, int64_t active_begin, int64_t active, bool inverse,
+    double tail_bound, bool validate, const std::function<void(const RqCouplingParams&)>& launch);
+
+std::tuple<at::Tensor, at::Tensor> rq_spline_coupling_layer_backward_impl(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,
+    const at::Tensor& x, const at::Tensor& params, int64_t active_begin, int64_t active, bool inverse,
+    double tail_bound, const std::function<void(const RqCouplingBackwardParams&)>& launch);
+
+// rq_spline's tail_bound check (positive, 2B finite in x's compute type).
+void check_rq_tail_bound(const at::Tensor& x, double tail_bound);
+
+// Raises ValueError naming the parameter tensors whose RqBad bits the kernel set in
+// `bad` (one int; reading it is a host sync on CUDA).
+void check_rq_finite(const at::Tensor& bad);
+
 // Whether the kernels read parameters [*S, size] (S with `lead` dims) in place, without a
 // copy: their leading dims flatten to two strides (a conv output with its parameter dim
 // moved last does). True for a tensor of another rank, which the op itself rejects.

@@ -1,9 +1,9 @@
-// Autograd of affine_coupling, affine_coupling_layer, mix_logistic_cdf, rq_spline and
-// rq_spline_packed in C++, and their eager entry points (pygen._C.<op>). A coupling layer calls one of these
-// per forward on tensors of a few thousand elements, where torch.library's Python autograd (a Python context
-// object and two Python calls per step) and torch.ops' argument boxing cost more than the kernels; here both
-// directions stay in the dispatcher. The backward kernels read the saved inputs only (nothing else is
-// stored), for both devices.
+// Autograd of affine_coupling, affine_coupling_layer, mix_logistic_cdf, rq_spline,
+// rq_spline_packed and rq_spline_coupling_layer in C++, and their eager entry points (pygen._C.<op>). A
+// coupling layer calls one of these per forward on tensors of a few thousand elements, where torch.library's
+// Python autograd (a Python context object and two Python calls per step) and torch.ops' argument boxing cost
+// more than the kernels; here both directions stay in the dispatcher. The backward kernels read the saved
+// inputs only (nothing else is stored), for both devices.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/autograd.h>
 #include <torch/library.h>
@@ -51,6 +51,12 @@ using PackedBackwardFn = std::tuple<at::Tensor, at::Tensor>(const std::optional<
                                                             const std::optional<at::Tensor>&,
                                                             const at::Tensor&, const at::Tensor&, bool,
                                                             double);
+using SplineLayerFn = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t,
+                                                         int64_t, bool, double, bool);
+using SplineLayerBackwardFn = std::tuple<at::Tensor, at::Tensor>(const std::optional<at::Tensor>&,
+                                                                 const std::optional<at::Tensor>&,
+                                                                 const at::Tensor&, const at::Tensor&,
+                                                                 int64_t, int64_t, bool, double);
 
 template <class Fn>
 c10::TypedOperatorHandle<Fn> typed_op(const char* name) {
@@ -79,6 +85,11 @@ const c10::TypedOperatorHandle<SplineFn>& spline_op() {
 
 const c10::TypedOperatorHandle<PackedFn>& packed_op() {
   static const auto op = typed_op<PackedFn>("pygen::rq_spline_packed");
+  return op;
+}
+
+const c10::TypedOperatorHandle<SplineLayerFn>& spline_layer_op() {
+  static const auto op = typed_op<SplineLayerFn>("pygen::rq_spline_coupling_layer");
   return op;
 }
 
@@ -213,6 +224,33 @@ struct RqSplinePackedFunction : torch::autograd::Function<RqSplinePackedFunction
   }
 };
 
+struct RqSplineCouplingLayerFunction : torch::autograd::Function<RqSplineCouplingLayerFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& params,
+                               int64_t active_begin, int64_t active, bool inverse, double tail_bound,
+                               bool validate) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    // Contiguous once, for both kernels (a conv conditioner's output already is).
+    const at::Tensor xc = x.contiguous(), pc = params.contiguous();
+    auto [y, logdet] = spline_layer_op().call(xc, pc, active_begin, active, inverse, tail_bound, validate);
+    ctx->save_for_backward({xc, pc});
+    ctx->saved_data["active_begin"] = active_begin;
+    ctx->saved_data["active"] = active;
+    ctx->saved_data["inverse"] = inverse;
+    ctx->saved_data["tail_bound"] = tail_bound;
+    return {y, logdet};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    static const auto op = typed_op<SplineLayerBackwardFn>("pygen::rq_spline_coupling_layer_backward");
+    const variable_list s = ctx->get_saved_variables();
+    auto& d = ctx->saved_data;
+    auto [gx, gparams] =
+        op.call(grad_or_none(grads[0]), grad_or_none(grads[1]), s[0], s[1], d["active_begin"].toInt(),
+                d["active"].toInt(), d["inverse"].toBool(), d["tail_bound"].toDouble());
+    return {gx, gparams, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 std::tuple<at::Tensor, at::Tensor> affine_coupling_autograd(const at::Tensor& x, const at::Tensor& shift,
                                                             const at::Tensor& raw_scale,
                                                             const std::string& scale_fn,
@@ -253,6 +291,16 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_packed_autograd(const at::Tensor& x
   return {out[0], out[1]};
 }
 
+std::tuple<at::Tensor, at::Tensor> rq_spline_coupling_layer_autograd(const at::Tensor& x,
+                                                                     const at::Tensor& params,
+                                                                     int64_t active_begin, int64_t active,
+                                                                     bool inverse, double tail_bound,
+                                                                     bool validate) {
+  const variable_list out =
+      RqSplineCouplingLayerFunction::apply(x, params, active_begin, active, inverse, tail_bound, validate);
+  return {out[0], out[1]};
+}
+
 // The same dispatcher calls as torch.ops.pygen.<op>, without torch.ops' Python-side
 // argument boxing.
 std::tuple<at::Tensor, at::Tensor> eager_affine_coupling(const at::Tensor& x, const at::Tensor& shift,
@@ -287,6 +335,14 @@ std::tuple<at::Tensor, at::Tensor> eager_rq_spline_packed(const at::Tensor& x, c
   return packed_op().call(x, params, inverse, tail_bound, validate);
 }
 
+std::tuple<at::Tensor, at::Tensor> eager_rq_spline_coupling_layer(const at::Tensor& x,
+                                                                  const at::Tensor& params,
+                                                                  int64_t active_begin, int64_t active,
+                                                                  bool inverse, double tail_bound,
+                                                                  bool validate) {
+  return spline_layer_op().call(x, params, active_begin, active, inverse, tail_bound, validate);
+}
+
 }  // namespace
 
 void bind_flows(pybind11::module_& m) {
@@ -300,6 +356,8 @@ void bind_flows(pybind11::module_& m) {
   m.def("rq_spline", &eager_rq_spline, no_gil, "Eager pygen::rq_spline (pygen.ops.rq_spline calls it).");
   m.def("rq_spline_packed", &eager_rq_spline_packed, no_gil,
         "Eager pygen::rq_spline_packed (pygen.ops.rq_spline_packed calls it).");
+  m.def("rq_spline_coupling_layer", &eager_rq_spline_coupling_layer, no_gil,
+        "Eager pygen::rq_spline_coupling_layer (pygen.ops.rq_spline_coupling_layer calls it).");
 }
 
 TORCH_LIBRARY_IMPL(pygen, Autograd, m) {
@@ -308,6 +366,7 @@ TORCH_LIBRARY_IMPL(pygen, Autograd, m) {
   m.impl("mix_logistic_cdf", mix_logistic_cdf_autograd);
   m.impl("rq_spline", rq_spline_autograd);
   m.impl("rq_spline_packed", rq_spline_packed_autograd);
+  m.impl("rq_spline_coupling_layer", rq_spline_coupling_layer_autograd);
 }
 
 }  // namespace pygen

@@ -93,4 +93,12 @@ TORCH_LIBRARY(pygen, m) {
   m.def(
       "rq_spline_packed_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor params, "
       "bool inverse, float tail_bound) -> (Tensor grad_x, Tensor grad_params)");
+  // a whole spline coupling layer: x's active channels through the spline with the
+  // parameters read inside the conditioner's output, the others copied, log-det summed
+  m.def(
+      "rq_spline_coupling_layer(Tensor x, Tensor params, int active_begin, int active, bool inverse, "
+      "float tail_bound, bool validate) -> (Tensor y, Tensor logabsdet)");
+  m.def(
+      "rq_spline_coupling_layer_backward(Tensor? grad_y, Tensor? grad_logabsdet, Tensor x, Tensor params, "
+      "int active_begin, int active, bool inverse, float tail_bound) -> (Tensor grad_x, Tensor grad_params)");
 }

@@ -69,11 +69,7 @@ RqSplineCall rq_spline_call(const at::Tensor& x_in, const at::Tensor& widths, co
   const int64_t bins = widths.size(-1);
   TORCH_CHECK_VALUE(bins >= 1 && bins <= kRqMaxBins, "widths must have K in [1, ", kRqMaxBins,
                     "] bins in its last dim (minimum bin width 1e-3 times K at most 1), got ", bins);
-  // The kernels compute 2B in the compute type (float32 below float64).
-  const double max_bound = x_in.scalar_type() == at::kDouble ? DBL_MAX / 2 : FLT_MAX / 2;
-  TORCH_CHECK_VALUE(std::isfinite(tail_bound) && tail_bound > 0 && tail_bound <= max_bound,
-                    "tail_bound must be positive and at most ", max_bound, " for ", x_in.scalar_type(),
-                    ", got ", tail_bound);
+  check_rq_tail_bound(x_in, tail_bound);
   c.x = x_in.contiguous();
   c.widths = spline_rows(widths, x_in, "widths", bins, "K");
   c.heights = spline_rows(heights, x_in, "heights", bins, "K (widths' last dim)");
@@ -103,6 +99,23 @@ at::Tensor like_x(const std::optional<at::Tensor>& t, const at::Tensor& x, const
 
 }  // namespace
 
+void check_rq_tail_bound(const at::Tensor& x, double tail_bound) {
+  // The kernels compute 2B in the compute type (float32 below float64).
+  const double max_bound = x.scalar_type() == at::kDouble ? DBL_MAX / 2 : FLT_MAX / 2;
+  TORCH_CHECK_VALUE(std::isfinite(tail_bound) && tail_bound > 0 && tail_bound <= max_bound,
+                    "tail_bound must be positive and at most ", max_bound, " for ", x.scalar_type(), ", got ",
+                    tail_bound);
+}
+
+void check_rq_finite(const at::Tensor& bad) {
+  const int flags = bad.item<int>();
+  std::string names;
+  for (auto [bit, name] :
+       {std::pair{kRqBadWidths, "widths"}, {kRqBadHeights, "heights"}, {kRqBadDerivatives, "derivatives"}})
+    if (flags & bit) names += std::string(names.empty() ? "" : ", ") + name;
+  TORCH_CHECK_VALUE(flags == 0, "rq_spline parameters must be finite: ", names, " hold NaN or inf values");
+}
+
 bool rq_spline_reads_in_place(const at::Tensor& params, int64_t lead) {
   return params.dim() != lead + 1 || spline_layout(params, lead).has_value();
 }
@@ -122,14 +135,7 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_impl(const at::Tensor& x, const at:
   p.logabsdet = logabsdet.data_ptr();
   p.bad = validate ? bad.data_ptr<int>() : nullptr;
   launch(p);
-  if (validate) {
-    const int flags = bad.item<int>();
-    std::string names;
-    for (auto [bit, name] :
-         {std::pair{kRqBadWidths, "widths"}, {kRqBadHeights, "heights"}, {kRqBadDerivatives, "derivatives"}})
-      if (flags & bit) names += std::string(names.empty() ? "" : ", ") + name;
-    TORCH_CHECK_VALUE(flags == 0, "rq_spline parameters must be finite: ", names, " hold NaN or inf values");
-  }
+  if (validate) check_rq_finite(bad);
   return {y, logabsdet};
 }
 

@@ -57,6 +57,30 @@ std::tuple<at::Tensor, at::Tensor> rq_spline_packed_backward_cuda_op(
       });
 }
 
+std::tuple<at::Tensor, at::Tensor> rq_spline_coupling_layer_cuda_op(const at::Tensor& x,
+                                                                    const at::Tensor& params,
+                                                                    int64_t active_begin, int64_t active,
+                                                                    bool inverse, double tail_bound,
+                                                                    bool validate) {
+  return rq_spline_coupling_layer_impl(
+      x, params, active_begin, active, inverse, tail_bound, validate, [&](const RqCouplingParams& p) {
+        const c10::cuda::CUDAGuard guard(x.device());
+        C10_CUDA_CHECK(rq_spline_coupling_cuda(p, c10::cuda::getCurrentCUDAStream()));
+      });
+}
+
+std::tuple<at::Tensor, at::Tensor> rq_spline_coupling_layer_backward_cuda_op(
+    const std::optional<at::Tensor>& grad_y, const std::optional<at::Tensor>& grad_logdet,
+    const at::Tensor& x, const at::Tensor& params, int64_t active_begin, int64_t active, bool inverse,
+    double tail_bound) {
+  return rq_spline_coupling_layer_backward_impl(
+      grad_y, grad_logdet, x, params, active_begin, active, inverse, tail_bound,
+      [&](const RqCouplingBackwardParams& p) {
+        const c10::cuda::CUDAGuard guard(x.device());
+        C10_CUDA_CHECK(rq_spline_coupling_backward_cuda(p, c10::cuda::getCurrentCUDAStream()));
+      });
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
@@ -64,6 +88,8 @@ TORCH_LIBRARY_IMPL(pygen, CUDA, m) {
   m.impl("rq_spline_backward", rq_spline_backward_cuda_op);
   m.impl("rq_spline_packed", rq_spline_packed_cuda_op);
   m.impl("rq_spline_packed_backward", rq_spline_packed_backward_cuda_op);
+  m.impl("rq_spline_coupling_layer", rq_spline_coupling_layer_cuda_op);
+  m.impl("rq_spline_coupling_layer_backward", rq_spline_coupling_layer_backward_cuda_op);
 }
 
 }  // namespace pygen

@@ -96,6 +96,14 @@ PYGEN_HD double rq_softplus_grad(double v) {
   return z / (z + 1.0);
 }
 
+// The larger of a row's running maximum m and value v, NaN once v is: a NaN parameter
+// then makes the whole softmax NaN (the element's output with it), where a plain max
+// would drop it and the softmax's exp would read it as a zero-width bin.
+template <class C>
+PYGEN_HD C rq_max_nan(C m, C v) {
+  return sel((v > m) | (v != v), v, m);
+}
+
 template <class C>
 PYGEN_HD C rq_boundary_derivative() {
   return C(kRqMinDerivative) + rq_softplus(C(kRqBoundaryPreactivation));
@@ -133,22 +141,48 @@ struct RqKnots {
   C p_upto;   // sum of softmax_i, i <= k (1 for the last bin)
 };
 
+// The interior knots of a partition, knot_j = -B + 2B sum_{i <= j} (m + (1 - m K) p_i)
+// with p the softmax e^{u_i - max} / S, are computed as -B + step (j + 1) + rate E_j
+// with E_j the running sum of the exponentials, all in float64, and rounded once. In
+// nflows' order (a float32 softmax, float32 sizes, their cumsum rounded to float32, then
+// scaled by 2B and shifted by -B in float32) a knot carries four roundings and the
+// softmax's normalization error, which a narrow or steep bin, or one whose derivative is
+// near the 1e-3 floor, multiplies into y and the log-det (tests/flows/test_rq_spline.py's
+// test_low_precision_error has the numbers). Rounded once, a knot is within half an ulp
+// plus what the exponentials' float32 rounding moves it.
+PYGEN_HD double rq_knot_step(double bound, double min_size) { return 2.0 * bound * min_size; }
+PYGEN_HD double rq_knot_rate(double bound, double min_size, int K, double sum) {
+  return 2.0 * bound * (1.0 - min_size * K) / sum;
+}
+template <class C>
+PYGEN_HD C rq_knot(double bound, double step, double rate, int j, double cum) {
+  return C(-bound + step * double(j + 1) + rate * cum);
+}
+
 // One row's partition of [-B, B]: the softmax of its K unnormalized sizes, walked knot
-// by knot in nflows' order of operations (cumsum, then scale and shift).
+// by knot (the knots as rq_knot computes them).
 template <class T>
 struct RqPartition {
   using C = AccOf<T>;
   RqRow<const T> u;
   int K;
-  C bound, max, sum, min_size, scale;
+  C bound, max, sum, scale;
+  // knot_j = -B + step (j + 1) + rate sum_{i <= j} e^{u_i - max}, in float64 (rq_knot).
+  double step, rate;
 
   PYGEN_HD RqPartition(RqRow<const T> u_, int K_, C bound_, double min_size_) : u(u_), K(K_), bound(bound_) {
     max = to_acc(u[0]);
-    for (int j = 1; j < K; ++j) max = to_acc(u[j]) > max ? to_acc(u[j]) : max;
+    for (int j = 1; j < K; ++j) max = rq_max_nan(max, to_acc(u[j]));
     sum = 0;
-    for (int j = 0; j < K; ++j) sum += rq_exp_nonpos(to_acc(u[j]) - max);
-    min_size = C(min_size_);
+    double sum64 = 0;
+    for (int j = 0; j < K; ++j) {
+      const C e = rq_exp_nonpos(to_acc(u[j]) - max);
+      sum += e;
+      sum64 += double(e);
+    }
     scale = C(1.0 - min_size_ * K);
+    step = rq_knot_step(double(bound), min_size_);
+    rate = rq_knot_rate(double(bound), min_size_, K, sum64);
   }
 
   PYGEN_HD C prob(int j) const { return rq_exp_nonpos(to_acc(u[j]) - max) / sum; }
@@ -156,15 +190,13 @@ struct RqPartition {
   // With search: the bin holding v (knot_k <= v < knot_{k+1}, the last bin closed, as
   // nflows' searchsorted; NaN v lands in the last bin); else bin k.
   PYGEN_HD RqKnots<C> walk(bool search, C v, int k) const {
-    const C two_b = bound + bound;
     RqKnots<C> r{K - 1, -bound, bound, C(0), C(1)};
-    // The running sum in float64 as torch's CPU cumsum keeps it: in float32 the knots
-    // would carry K / 2 roundings, which the inverse passes straight to x.
     double cum = 0;
     for (int j = 0; j < K - 1; ++j) {
-      const C p = prob(j);
-      cum += double(min_size + scale * p);
-      const C knot = two_b * C(cum) + (-bound);
+      const C e = rq_exp_nonpos(to_acc(u[j]) - max);
+      const C p = e / sum;
+      cum += double(e);
+      const C knot = rq_knot<C>(double(bound), step, rate, j, cum);
       if (search ? v < knot : j == k) {
         r.k = j;
         r.hi = knot;

@@ -1,4 +1,5 @@
-// CPU kernels of rq_spline and its backward. Compiled once per ISA (PYGEN_CPU_NS).
+// CPU kernels of rq_spline, its coupling-layer form and their backwards. Compiled once
+// per ISA (PYGEN_CPU_NS).
 // Elements go in tiles of 16 lanes whose parameter rows are transposed to
 // [parameter][lane], so each step of the spline (softmax, knot sums, the bin search by
 // counting the knots at or below the input, the bin's formula from csrc/common/spline.h,
@@ -9,6 +10,7 @@
 // function, and nothing is contracted into an fma).
 #include <algorithm>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "csrc/common/parallel_for.h"
@@ -96,13 +98,12 @@ class Tile {
     dbound = rq_boundary_derivative<C>();
   }
 
-  // Loads elements i0 .. i0 + n - 1 (n <= L; the spare lanes repeat the last one) and
-  // locates them: the bin of each in-range lane and its corners. Returns the RqBad bits
-  // of their parameter rows.
+  // Loads elements i0 .. i0 + n - 1 (n <= L; the spare lanes repeat the last one), their
+  // inputs at x[0 .. n - 1], and locates them: the bin of each in-range lane and its
+  // corners. Returns the RqBad bits of their parameter rows.
   template <bool Inverse>
-  int locate(int64_t i0, int n) {
-    const T* x = static_cast<const T*>(in_.x);
-    for (int l = 0; l < L; ++l) in[l] = to_acc(x[i0 + std::min(l, n - 1)]);
+  int locate(const T* x, int64_t i0, int n) {
+    for (int l = 0; l < L; ++l) in[l] = to_acc(x[std::min(l, n - 1)]);
     load_lanes(static_cast<const T*>(in_.widths), in_.widths_layout, K, i0, n, w.p);
     load_lanes(static_cast<const T*>(in_.heights), in_.heights_layout, K, i0, n, h.p);
     load_lanes(static_cast<const T*>(in_.derivatives), in_.derivatives_layout, K - 1, i0, n, d);
@@ -186,26 +187,27 @@ class Tile {
     return all == C(0);
   }
 
-  // The softmax of the sizes and the interior knots, in RqPartition's order of operations
-  // (the running sum in float64, as torch's CPU cumsum keeps it).
+  // The softmax of the sizes and the interior knots, as RqPartition computes them (the
+  // knots from float64 sums of the exponentials, rounded once: rq_knot).
   void partition(Side<C>& s, double min_size) const {
     C mx[L], sum[L];
-    for (int l = 0; l < L; ++l) mx[l] = s.p[l], sum[l] = 0;
+    double sum64[L], cum[L], rate[L];
+    for (int l = 0; l < L; ++l) mx[l] = s.p[l], sum[l] = 0, sum64[l] = 0, cum[l] = 0;
     for (int j = 1; j < K; ++j)
-      for (int l = 0; l < L; ++l) mx[l] = max_c(mx[l], s.p[j * L + l]);
+      for (int l = 0; l < L; ++l) mx[l] = rq_max_nan(mx[l], s.p[j * L + l]);
     for (int j = 0; j < K; ++j)
       for (int l = 0; l < L; ++l) s.p[j * L + l] = rq_exp_nonpos(s.p[j * L + l] - mx[l]);
     for (int j = 0; j < K; ++j)
-      for (int l = 0; l < L; ++l) sum[l] += s.p[j * L + l];
-    for (int j = 0; j < K; ++j)
-      for (int l = 0; l < L; ++l) s.p[j * L + l] /= sum[l];
-    const C mn = C(min_size), scale = C(1.0 - min_size * K), two_b = bound + bound;
-    double cum[L] = {};
+      for (int l = 0; l < L; ++l) sum[l] += s.p[j * L + l], sum64[l] += double(s.p[j * L + l]);
+    const double b = double(bound), step = rq_knot_step(b, min_size);
+    for (int l = 0; l < L; ++l) rate[l] = rq_knot_rate(b, min_size, K, sum64[l]);
     for (int j = 0; j < K - 1; ++j)
       for (int l = 0; l < L; ++l) {
-        cum[l] += double(mn + scale * s.p[j * L + l]);
-        s.knot[j * L + l] = two_b * C(cum[l]) + (-bound);
+        cum[l] += double(s.p[j * L + l]);
+        s.knot[j * L + l] = rq_knot<C>(b, step, rate[l], j, cum[l]);
       }
+    for (int j = 0; j < K; ++j)
+      for (int l = 0; l < L; ++l) s.p[j * L + l] /= sum[l];
   }
 
   // The bin of each lane: the number of interior knots at or below it. The knots
@@ -275,7 +277,7 @@ void forward(const RqSplineParams& p) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t i0 = t * L;
       const int n = int(std::min<int64_t>(L, p.in.n - i0));
-      bad |= tile.template locate<Inverse>(i0, n);
+      bad |= tile.template locate<Inverse>(static_cast<const T*>(p.in.x) + i0, i0, n);
       C y[L], lad[L];
       tile.template forward<Inverse>(y, lad);
       for (int l = 0; l < n; ++l) {
@@ -299,7 +301,7 @@ void backward(const RqSplineBackwardParams& p) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t i0 = t * L;
       const int n = int(std::min<int64_t>(L, p.in.n - i0));
-      tile.template locate<Inverse>(i0, n);
+      tile.template locate<Inverse>(static_cast<const T*>(p.in.x) + i0, i0, n);
       C gy[L], gl[L], gx[L];
       for (int l = 0; l < L; ++l) {
         const int64_t i = i0 + std::min(l, n - 1);
@@ -316,6 +318,109 @@ void backward(const RqSplineBackwardParams& p) {
   });
 }
 
+// The layer's tasks: task t = b * chunks + c transforms chunk c of sample b's active
+// elements and copies the same share of its passive elements, so every task carries
+// spline work (a thread given only copies would idle). Calls
+// active(t, b, begin, end) and passive(b, begin, end) with per-sample element ranges.
+template <class A, class P>
+void for_each_coupling_task(const RqCouplingGeometry& g, const A& active, const P& passive) {
+  const int64_t chunks = rq_chunks(g.numel());
+  const int64_t share = (g.passive_numel() + chunks - 1) / chunks;
+  parallel_for(0, g.batch * chunks, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t b = t / chunks, c = t % chunks;
+      const int64_t begin = c * kRqChunk;
+      active(t, b, begin, std::min(begin + kRqChunk, g.numel()));
+      const int64_t j0 = std::min(c * share, g.passive_numel());
+      passive(b, j0, std::min(j0 + share, g.passive_numel()));
+    }
+  });
+}
+
+// The passive elements [j0, j1) of sample b: src (x, or grad_y) copied to dst, or zeros
+// for a null src. At most two runs, before and after the active channels.
+template <class T>
+void copy_passive(const RqCouplingGeometry& g, int64_t b, int64_t j0, int64_t j1, const T* src, T* dst) {
+  const int64_t split = std::clamp(g.active_begin * g.inner, j0, j1);
+  for (auto [r0, r1] : {std::pair{j0, split}, std::pair{split, j1}}) {
+    if (r0 == r1) continue;
+    const int64_t o = g.passive_offset(b, r0);
+    if (src)
+      std::copy(src + o, src + o + (r1 - r0), dst + o);
+    else
+      std::fill(dst + o, dst + o + (r1 - r0), from_acc<T>(AccOf<T>(0)));
+  }
+}
+
+template <class T, bool Inverse>
+void coupling_forward(const RqCouplingParams& p) {
+  using C = AccOf<T>;
+  const RqCouplingGeometry& g = p.g;
+  const T* x = static_cast<const T*>(p.in.x);
+  T* y = static_cast<T*>(p.y);
+  C* logdet = static_cast<C*>(p.logdet);
+  C* partial = static_cast<C*>(p.partial);
+  const int64_t chunks = rq_chunks(g.numel());
+  for_each_coupling_task(
+      g,
+      [&](int64_t t, int64_t b, int64_t begin, int64_t end) {
+        Tile<T> tile(p.in);
+        C acc[L] = {};
+        int chunk_bad = 0;
+        for (int64_t i = begin; i < end; i += L) {
+          const int n = int(std::min<int64_t>(L, end - i));
+          const int64_t o = g.active_offset(b, i);
+          chunk_bad |= tile.template locate<Inverse>(x + o, b * g.numel() + i, n);
+          C out[L], lad[L];
+          tile.template forward<Inverse>(out, lad);
+          for (int l = 0; l < n; ++l) y[o + l] = from_acc<T>(out[l]), acc[l] += lad[l];
+        }
+        C sum = 0;
+        for (int l = 0; l < L; ++l) sum += acc[l];
+        (chunks == 1 ? logdet[b] : partial[t]) = sum;
+        if (chunk_bad && p.bad) __atomic_fetch_or(p.bad, chunk_bad, __ATOMIC_RELAXED);
+      },
+      [&](int64_t b, int64_t j0, int64_t j1) { copy_passive(g, b, j0, j1, x, y); });
+  if (chunks > 1)
+    for (int64_t b = 0; b < g.batch; ++b) {
+      C sum = 0;
+      for (int64_t c = 0; c < chunks; ++c) sum += partial[b * chunks + c];
+      logdet[b] = sum;
+    }
+}
+
+template <class T, bool Inverse>
+void coupling_backward(const RqCouplingBackwardParams& p) {
+  using C = AccOf<T>;
+  const RqCouplingGeometry& g = p.g;
+  const int K = p.in.bins;
+  const T* x = static_cast<const T*>(p.in.x);
+  const T* grad_y = static_cast<const T*>(p.grad_y);
+  const C* grad_logdet = static_cast<const C*>(p.grad_logdet);
+  T* grad_x = static_cast<T*>(p.grad_x);
+  for_each_coupling_task(
+      g,
+      [&](int64_t, int64_t b, int64_t begin, int64_t end) {
+        Tile<T> tile(p.in);
+        C gy[L], gl[L], gx[L];
+        for (int l = 0; l < L; ++l) gy[l] = 0, gl[l] = grad_logdet ? grad_logdet[b] : C(0);
+        for (int64_t i = begin; i < end; i += L) {
+          const int n = int(std::min<int64_t>(L, end - i));
+          const int64_t o = g.active_offset(b, i), e = b * g.numel() + i;
+          tile.template locate<Inverse>(x + o, e, n);
+          if (grad_y)
+            for (int l = 0; l < L; ++l) gy[l] = to_acc(grad_y[o + std::min(l, n - 1)]);
+          tile.template backward<Inverse>(gy, gl, gx);
+          for (int l = 0; l < n; ++l) grad_x[o + l] = from_acc<T>(gx[l]);
+          store_lanes(tile.grad_widths(), K, e, n, static_cast<T*>(p.grad_widths), p.in.widths_layout);
+          store_lanes(tile.grad_heights(), K, e, n, static_cast<T*>(p.grad_heights), p.in.heights_layout);
+          store_lanes(tile.grad_derivatives(), K - 1, e, n, static_cast<T*>(p.grad_derivatives),
+                      p.in.derivatives_layout);
+        }
+      },
+      [&](int64_t b, int64_t j0, int64_t j1) { copy_passive(g, b, j0, j1, grad_y, grad_x); });
+}
+
 }  // namespace
 
 void rq_spline(const RqSplineParams& p) {
@@ -329,6 +434,20 @@ void rq_spline_backward(const RqSplineBackwardParams& p) {
   visit_dtype(p.in.dtype, [&](auto tag) {
     using T = decltype(tag);
     p.in.inverse ? backward<T, true>(p) : backward<T, false>(p);
+  });
+}
+
+void rq_spline_coupling(const RqCouplingParams& p) {
+  visit_dtype(p.in.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    p.in.inverse ? coupling_forward<T, true>(p) : coupling_forward<T, false>(p);
+  });
+}
+
+void rq_spline_coupling_backward(const RqCouplingBackwardParams& p) {
+  visit_dtype(p.in.dtype, [&](auto tag) {
+    using T = decltype(tag);
+    p.in.inverse ? coupling_backward<T, true>(p) : coupling_backward<T, false>(p);
   });
 }
 

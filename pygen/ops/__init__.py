@@ -6,6 +6,7 @@ from pygen.ops.flows import (
     affine_coupling_layer,
     mix_logistic_cdf,
     rq_spline,
+    rq_spline_coupling_layer,
     rq_spline_packed,
 )
 from pygen.ops.masked_diffusion import (
@@ -29,6 +30,7 @@ __all__ = [
     "rand",
     "randn",
     "rq_spline",
+    "rq_spline_coupling_layer",
     "rq_spline_packed",
     "sample_categorical",
     "solver_update",

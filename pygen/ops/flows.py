@@ -3,7 +3,8 @@
 ``affine_coupling`` is the map of RealNVP / Glow affine couplings (``affine_coupling_layer``
 the whole layer's split, map and merge in one pass); ``rq_spline`` the
 rational-quadratic spline of Neural Spline Flows (``rq_spline_packed`` with its
-parameters in one tensor); ``mix_logistic_cdf`` Flow++'s
+parameters in one tensor, ``rq_spline_coupling_layer`` the whole spline coupling layer
+in one pass); ``mix_logistic_cdf`` Flow++'s
 logistic-mixture CDF transform. All run forward and inverse on CPU and
 CUDA, and are differentiable in every tensor input through registered backward kernels
 (autograd in C++, bindings/flows_autograd.cpp: a coupling layer's per-call cost at small
@@ -259,6 +260,56 @@ def rq_spline_packed(
     return op(x, params, bool(inverse), float(tail_bound), bool(validate))
 
 
+def rq_spline_coupling_layer(
+    x: torch.Tensor,
+    params: torch.Tensor,
+    active_begin: int,
+    active: int,
+    *,
+    inverse: bool = False,
+    tail_bound: float = 3.0,
+    validate: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole spline coupling layer's map: channels ``[active_begin, active_begin +
+    active)`` of ``x`` go through :func:`rq_spline` with their parameters read in place
+    from the conditioner's output ``params``; the other channels are copied.
+
+    Equal to splitting ``x``, viewing ``params`` as ``[B, active, 3K - 1, ...]``, calling
+    :func:`rq_spline_packed` with the parameter dim moved last, summing the log-dets per
+    sample and concatenating, without the copies: one pass writes all of ``y`` and the
+    per-sample log-det (summed in the kernel, in float32 or float64, in a fixed order:
+    the same for any thread count), and the backward writes ``x``'s gradient whole and
+    ``params``' gradient in its own layout.
+
+    Args:
+        x: ``[B, C, ...]``, float32, float64, float16 or bfloat16 (16-bit inputs compute
+            in float32). With ``inverse=True`` this is the ``y`` to invert.
+        params: ``[B, active * (3K - 1), ...]`` (x's other dims), x's dtype and device,
+            ``1 <= K <= 1000``: active channel ``c``'s unnormalized widths, heights and
+            derivatives at channels ``c (3K - 1) + [0, K)``, ``+ [K, 2K)`` and
+            ``+ [2K, 3K - 1)`` (a conv or linear conditioner's output, as
+            :class:`pygen.nn.flows.SplineCoupling` produces it).
+        active_begin, active: the transformed channels, ``active >= 1``,
+            ``active_begin + active <= C``.
+        inverse, tail_bound, validate: as :func:`rq_spline`.
+
+    Returns:
+        ``(y, logabsdet)``: y of x's shape and dtype; logabsdet ``[B]``, float32 (float64
+        for float64 x), ``log |det dy/dx|`` summed over the transformed elements (the
+        inverse map's, minus the forward one's at the solution, for ``inverse=True``).
+    """
+    _check_tensors(x=x, params=params)
+    for name, v in (("active_begin", active_begin), ("active", active)):
+        if not isinstance(v, int):
+            raise TypeError(f"{name} must be an int, got {type(v).__name__}")
+    op = (
+        torch.ops.pygen.rq_spline_coupling_layer
+        if torch.compiler.is_compiling()
+        else _C.rq_spline_coupling_layer
+    )
+    return op(x, params, active_begin, active, bool(inverse), float(tail_bound), bool(validate))
+
+
 def _logdet_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
@@ -335,3 +386,15 @@ def _rq_spline_packed_backward_fake(grad_y, grad_logabsdet, x, params, inverse, 
     if not _spline_layout_ok(grad_params, x.dim()):
         grad_params = params.new_empty(params.shape)
     return x.new_empty(x.shape), grad_params
+
+
+@torch.library.register_fake("pygen::rq_spline_coupling_layer")
+def _rq_spline_coupling_layer_fake(x, params, active_begin, active, inverse, tail_bound, validate):
+    return x.new_empty(x.shape), x.new_empty(x.shape[:1], dtype=_logdet_dtype(x))
+
+
+@torch.library.register_fake("pygen::rq_spline_coupling_layer_backward")
+def _rq_spline_coupling_layer_backward_fake(
+    grad_y, grad_logabsdet, x, params, active_begin, active, inverse, tail_bound
+):
+    return x.new_empty(x.shape), params.new_empty(params.shape)

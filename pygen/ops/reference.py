@@ -351,6 +351,18 @@ def rq_spline(x, widths, heights, derivatives, inverse=False, tail_bound=3.0):
     return outputs, logabsdet
 
 
+def rq_spline_coupling_layer(x, params, active_begin, active, inverse=False, tail_bound=3.0):
+    """``pygen.ops.rq_spline_coupling_layer`` in ``x``'s dtype: split, :func:`rq_spline` on
+    the parameters viewed ``[B, active, 3K - 1, ...]``, concatenate; ``(y, logabsdet [B])``
+    with the log-det summed in float64."""
+    P = params.shape[1] // active
+    K = (P + 1) // 3
+    p = params.view(params.shape[0], active, P, *params.shape[2:]).movedim(2, -1)
+    before, middle, after = x.split([active_begin, active, x.shape[1] - active_begin - active], 1)
+    y, lad = rq_spline(middle, p[..., :K], p[..., K : 2 * K], p[..., 2 * K :], inverse, tail_bound)
+    return torch.cat([before, y, after], 1), lad.double().flatten(1).sum(1)
+
+
 def _rq_knots(unnormalized, min_size, bound):
     """Knots ``[..., K + 1]`` partitioning [-bound, bound] into bins of at least ``min_size``
     of it, and the bin sizes."""

@@ -53,9 +53,13 @@ def test_tiles_match_reference_fp64(n, K, inverse):
     names = ("y", "logabsdet", "grad_x", "grad_widths", "grad_heights", "grad_derivatives")
     for name, a, b in zip(names, ours, want, strict=True):
         # The spline and its slope are continuous at a knot; their gradients are not, and
-        # a knot rounded an ulp differently puts the element in the other bin.
-        keep = ~on if name.startswith("grad") else slice(None)
+        # a knot rounded an ulp differently (the kernels round a knot once from float64
+        # sums, the reference in nflows' order) puts the element in the other bin, where
+        # the inverse's log-slope comes from the other end of a bin as narrow as 1e-3.
+        keep = ~on if name.startswith("grad") or (inverse and name == "logabsdet") else slice(None)
         torch.testing.assert_close(a[keep], b[keep], rtol=1e-9, atol=1e-9, msg=name)
+        if inverse and name == "logabsdet":
+            torch.testing.assert_close(a[on], b[on], rtol=1e-6, atol=1e-9, msg=name)
         assert a.isfinite().all(), name
     outside = x.abs() > B
     assert torch.equal(ours[0][outside], x[outside]) and (ours[1][outside] == 0).all()

@@ -14,14 +14,15 @@ import torch
 from torch import nn
 
 from pygen.nn.flows.base import checks_input, conditioner, logdet_dtype
-from pygen.ops.flows import affine_coupling, affine_coupling_layer, mix_logistic_cdf, rq_spline_packed
+from pygen.ops.flows import affine_coupling, affine_coupling_layer, mix_logistic_cdf, rq_spline_coupling_layer
 
 
 class _Coupling(nn.Module):
     """The split, the conditioner and the merge; subclasses give ``params_per_element``
     and the elementwise transform ``_transform(x, params, inverse) -> (y, logdet [B])``,
     with ``params`` ``[B, C_b, P, ...]`` (a view of the network's output), or replace
-    ``forward`` and ``inverse`` with a fused op (:class:`AffineCoupling`)."""
+    ``forward`` and ``inverse`` with a fused op (:class:`AffineCoupling`,
+    :class:`SplineCoupling`)."""
 
     params_per_element: int
 
@@ -144,11 +145,30 @@ class SplineCoupling(_Coupling):
             bias = self.net[-1].bias.view(self.active, self.params_per_element)
             bias[:, 2 * bins :] = math.log(math.expm1(1 - 1e-3))
 
-    def _transform(self, x, params, inverse):
-        y, logabsdet = rq_spline_packed(
-            x, params.movedim(2, -1), inverse=inverse, tail_bound=self.tail_bound, validate=checks_input(x)
+    def _couple(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        # As AffineCoupling: the op reads the active channels and the network's output
+        # [B, active * (3K - 1), ...] in place, copies the passive channels into y, sums
+        # the log-det per sample, and its backward writes both gradients whole.
+        self._check(x)
+        active_begin = 0 if self.parity else self.passive
+        passive = x.narrow(1, self.active if self.parity else 0, self.passive)
+        return rq_spline_coupling_layer(
+            x,
+            self.net(passive),
+            active_begin,
+            self.active,
+            inverse=inverse,
+            tail_bound=self.tail_bound,
+            validate=checks_input(x),
         )
-        return y, logabsdet.to(logdet_dtype(x)).flatten(1).sum(1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` -> ``(y, logdet [B])``."""
+        return self._couple(x, inverse=False)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` -> ``x``."""
+        return self._couple(y, inverse=True)[0]
 
 
 class MixLogisticCoupling(_Coupling):
