@@ -7,26 +7,11 @@
 #include <algorithm>
 
 #include "cuda/flows/affine_coupling.h"
+#include "cuda/flows/coupling_launch.cuh"
 
 namespace pygen {
 
 namespace {
-
-constexpr int kThreads = 256;
-constexpr int64_t kMaxGrid = 0x7fffffff;  // gridDim.x's limit
-
-template <class C>
-__device__ C block_sum(C v) {
-  __shared__ C warp_sums[kThreads / 32];
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  __syncthreads();  // thread 0 may still be reading the previous task's sums
-  if (threadIdx.x % 32 == 0) warp_sums[threadIdx.x / 32] = v;
-  __syncthreads();
-  C total = 0;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < kThreads / 32; ++w) total += warp_sums[w];
-  return total;  // meaningful in thread 0
-}
 
 template <class T, ScaleFn F, bool Inverse>
 __global__ void forward_kernel(AffineCouplingParams p, int64_t chunks) {
@@ -44,28 +29,19 @@ __global__ void forward_kernel(AffineCouplingParams p, int64_t chunks) {
     const int64_t begin = (t % chunks) * kAffineChunk;
     const int64_t end = begin + kAffineChunk < g.numel() ? begin + kAffineChunk : g.numel();
     C acc = 0;
-    for (int64_t i = begin + threadIdx.x; i < end; i += kThreads) {
+    for (int64_t i = begin + threadIdx.x; i < end; i += kCouplingThreads) {
       const int64_t xo = g.active_offset(b, i), po = g.param_offset(b, i);
       const CouplingScale<C> s = coupling_scale<F, Inverse>(to_acc(raw[po]), clamp, inv_clamp);
       const C v = to_acc(x[xo]), sh = to_acc(shift[po]);
       y[xo] = from_acc<T>(Inverse ? (v - sh) * s.factor : v * s.factor + sh);
       acc += s.log_scale;
     }
-    const C sum = block_sum(acc);
+    const C sum = coupling_block_sum(acc);
     if (threadIdx.x == 0) {
       C* out = chunks == 1 ? static_cast<C*>(p.logdet) + b : static_cast<C*>(p.partial) + t;
       *out = Inverse ? -sum : sum;
     }
   }
-}
-
-template <class C>
-__global__ void sum_chunks_kernel(const C* partial, int64_t batch, int64_t chunks, C* logdet) {
-  const int64_t b = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  if (b >= batch) return;
-  C sum = 0;
-  for (int64_t c = 0; c < chunks; ++c) sum += partial[b * chunks + c];
-  logdet[b] = sum;
 }
 
 // The untransformed channels: src (x, or grad_y) copied to dst (x's layout), zeros for
@@ -111,13 +87,6 @@ __global__ void backward_kernel(AffineCouplingBackwardParams p) {
   }
 }
 
-int grid_for(int64_t n) {
-  int device = 0, sms = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
-  return int(std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, int64_t(sms) * 8)));
-}
-
 }  // namespace
 
 cudaError_t affine_coupling_cuda(const AffineCouplingParams& p, cudaStream_t stream) {
@@ -128,13 +97,12 @@ cudaError_t affine_coupling_cuda(const AffineCouplingParams& p, cudaStream_t str
     using C = AccOf<T>;
     visit_affine_map(p.scale_fn, p.inverse, [&](auto fn, auto inv) {
       forward_kernel<T, fn(), inv()>
-          <<<unsigned(std::min<int64_t>(p.g.batch * chunks, kMaxGrid)), kThreads, 0, stream>>>(p, chunks);
+          <<<coupling_task_grid(p.g.batch * chunks), kCouplingThreads, 0, stream>>>(p, chunks);
     });
-    if (chunks > 1)
-      sum_chunks_kernel<C><<<unsigned((p.g.batch + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
-          static_cast<const C*>(p.partial), p.g.batch, chunks, static_cast<C*>(p.logdet));
+    coupling_sum_chunks(static_cast<const C*>(p.partial), p.g.batch, chunks, static_cast<C*>(p.logdet),
+                        stream);
     if (p.g.passive_numel() > 0)
-      copy_passive_kernel<T><<<grid_for(p.g.batch * p.g.passive_numel()), kThreads, 0, stream>>>(
+      copy_passive_kernel<T><<<coupling_grid(p.g.batch * p.g.passive_numel()), kCouplingThreads, 0, stream>>>(
           p.g, static_cast<const T*>(p.x), p.g.sample_numel(), 1, static_cast<T*>(p.y));
   });
   return cudaGetLastError();
@@ -143,14 +111,14 @@ cudaError_t affine_coupling_cuda(const AffineCouplingParams& p, cudaStream_t str
 cudaError_t affine_coupling_backward_cuda(const AffineCouplingBackwardParams& p, cudaStream_t stream) {
   const int64_t total = p.g.batch * p.g.numel();
   if (total == 0) return cudaSuccess;
-  const int grid = grid_for(total);
+  const int grid = coupling_grid(total);
   visit_dtype(p.dtype, [&](auto tag) {
     using T = decltype(tag);
     visit_affine_map(p.scale_fn, p.inverse, [&](auto fn, auto inv) {
-      backward_kernel<T, fn(), inv()><<<grid, kThreads, 0, stream>>>(p);
+      backward_kernel<T, fn(), inv()><<<grid, kCouplingThreads, 0, stream>>>(p);
     });
     if (p.g.passive_numel() > 0)
-      copy_passive_kernel<T><<<grid_for(p.g.batch * p.g.passive_numel()), kThreads, 0, stream>>>(
+      copy_passive_kernel<T><<<coupling_grid(p.g.batch * p.g.passive_numel()), kCouplingThreads, 0, stream>>>(
           p.g, static_cast<const T*>(p.grad_y), p.grad_y_batch_stride, p.grad_y_broadcast ? 0 : 1,
           static_cast<T*>(p.grad_x));
   });
