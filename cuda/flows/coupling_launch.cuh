@@ -58,8 +58,9 @@ __global__ void coupling_sum_chunks_kernel(const C* partial, int64_t batch, int6
 template <class C>
 void coupling_sum_chunks(const C* partial, int64_t batch, int64_t chunks, C* logdet, cudaStream_t stream) {
   if (chunks > 1)
-    coupling_sum_chunks_kernel<C><<<unsigned((batch + kCouplingThreads - 1) / kCouplingThreads),
-                                    kCouplingThreads, 0, stream>>>(partial, batch, chunks, logdet);
+    coupling_sum_chunks_kernel<C>
+        <<<unsigned((batch + kCouplingThreads - 1) / kCouplingThreads), kCouplingThreads, 0, stream>>>(
+            partial, batch, chunks, logdet);
 }
 
 }  // namespace pygen
