@@ -79,6 +79,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+def on_each_thread_count(fn, counts=(1, 2, 3)) -> list:
+    """fn()'s result with torch.set_num_threads(n) for each n in counts (the setting before
+    is restored): the kernels promise the same bits for any thread count."""
+    before = torch.get_num_threads()
+    try:
+        results = []
+        for n in counts:
+            torch.set_num_threads(n)
+            results.append(fn())
+        return results
+    finally:
+        torch.set_num_threads(before)
+
+
 @contextlib.contextmanager
 def debug_checks(enabled: bool = True):
     """pygen.set_debug_checks(enabled) for the block, then the setting before it. The

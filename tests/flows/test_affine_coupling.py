@@ -8,7 +8,7 @@ import torch
 
 import pygen
 from pygen.ops import reference
-from tests.helpers import DEVICES, assert_error_within, opcheck
+from tests.helpers import DEVICES, assert_error_within, on_each_thread_count, opcheck
 
 # (4, 5000) and (2, 9001) span several 4096-element chunks per sample.
 SHAPES = [(1, 1), (3, 5, 7), (2, 3, 17, 9), (4, 5000), (2, 9001)]
@@ -113,14 +113,7 @@ def test_sigmoid_extremes(device):
 
 def test_deterministic_across_threads():
     x, shift, raw = _inputs((3, 20000), torch.float32, "cpu", seed=5)
-    before = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            results.append(pygen.ops.affine_coupling(x, shift, raw, clamp=2.0)[1])
-    finally:
-        torch.set_num_threads(before)
+    results = on_each_thread_count(lambda: pygen.ops.affine_coupling(x, shift, raw, clamp=2.0)[1], (1, 2))
     assert torch.equal(results[0], results[1])
 
 

@@ -7,7 +7,7 @@ import torch
 
 import pygen
 from pygen.ops import reference
-from tests.helpers import assert_error_within, opcheck
+from tests.helpers import assert_error_within, on_each_thread_count, opcheck
 
 # (shape, active_begin, active): conv and MLP layouts, odd channel counts, the active
 # block first, last and in the middle, one channel per position (inner 1), and a sample
@@ -218,17 +218,14 @@ def test_deterministic_across_threads(shape):
     # Multi-chunk samples, and many one-chunk samples split over the threads; forward
     # and backward.
     x, params = _inputs(shape, 2, torch.float32, "cpu", seed=6)
-    before = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            xs, ps = x.clone().requires_grad_(), params.clone().requires_grad_()
-            y, ld = _layer(xs, ps, 1, 2, clamp=2.0)
-            (y.sum() + (ld * torch.arange(shape[0])).sum()).backward()
-            results.append((y, ld, xs.grad, ps.grad))
-    finally:
-        torch.set_num_threads(before)
+
+    def forward_backward():
+        xs, ps = x.clone().requires_grad_(), params.clone().requires_grad_()
+        y, ld = _layer(xs, ps, 1, 2, clamp=2.0)
+        (y.sum() + (ld * torch.arange(shape[0])).sum()).backward()
+        return y, ld, xs.grad, ps.grad
+
+    results = on_each_thread_count(forward_backward)
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))
 

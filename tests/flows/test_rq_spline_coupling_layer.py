@@ -9,7 +9,7 @@ import torch
 
 import pygen
 from pygen.ops import reference
-from tests.helpers import opcheck
+from tests.helpers import on_each_thread_count, opcheck
 
 # (shape, active_begin, active, K): conv and MLP layouts, odd channel counts, the active
 # block first, last and in the middle, one position per channel (inner 1), K = 1 (no
@@ -122,16 +122,13 @@ def test_strided_inputs(device):
 def test_deterministic_across_threads():
     x, params = _inputs((2, 3, 100, 100), 2, 8, torch.float32, "cpu", seed=6)
     gy = torch.randn_like(x)
-    before = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2, 3):
-            torch.set_num_threads(n)
-            leaves = [t.clone().requires_grad_() for t in (x, params)]
-            y, ld = _layer(*leaves, 1, 2)
-            results.append((y, ld, *torch.autograd.grad((y * gy).sum() + ld.sum(), leaves)))
-    finally:
-        torch.set_num_threads(before)
+
+    def forward_backward():
+        leaves = [t.clone().requires_grad_() for t in (x, params)]
+        y, ld = _layer(*leaves, 1, 2)
+        return y, ld, *torch.autograd.grad((y * gy).sum() + ld.sum(), leaves)
+
+    results = on_each_thread_count(forward_backward)
     for other in results[1:]:
         assert all(torch.equal(a, b) for a, b in zip(results[0], other, strict=True))
 

@@ -5,7 +5,7 @@ import torch
 
 import pygen
 from pygen.ops import reference
-from tests.helpers import DEVICES, assert_error_within, opcheck
+from tests.helpers import DEVICES, assert_error_within, on_each_thread_count, opcheck
 
 SHAPES = [(1, 1), (3, 5, 7), (4, 1000), (2, 3, 17, 9)]
 
@@ -136,14 +136,9 @@ def test_deterministic_across_threads():
     x = torch.randn(5, 10007)
     coef = torch.randn(5, 7, dtype=torch.float64)
     h = torch.randn_like(x)
-    before = torch.get_num_threads()
-    try:
-        results = []
-        for n in (1, 2):
-            torch.set_num_threads(n)
-            results.append(pygen.ops.solver_update(x, coef, out=x, history=[h], noise=True, seed=1)[0])
-    finally:
-        torch.set_num_threads(before)
+    results = on_each_thread_count(
+        lambda: pygen.ops.solver_update(x, coef, out=x, history=[h], noise=True, seed=1)[0], (1, 2)
+    )
     assert torch.equal(results[0], results[1])
 
 
