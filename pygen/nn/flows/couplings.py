@@ -20,9 +20,8 @@ from pygen.ops.flows import affine_coupling, affine_coupling_layer, mix_logistic
 class _Coupling(nn.Module):
     """The split, the conditioner and the merge; subclasses give ``params_per_element``
     and the elementwise transform ``_transform(x, params, inverse) -> (y, logdet [B])``,
-    with ``params`` ``[B, C_b, P, ...]`` (a view of the network's output), or replace
-    ``forward`` and ``inverse`` with a fused op (:class:`AffineCoupling`,
-    :class:`SplineCoupling`)."""
+    with ``params`` ``[B, C_b, P, ...]`` (a view of the network's output), or derive from
+    :class:`_FusedCoupling`."""
 
     params_per_element: int
 
@@ -71,7 +70,29 @@ class _Coupling(nn.Module):
         return self._merge(passive, x)
 
 
-class AffineCoupling(_Coupling):
+class _FusedCoupling(_Coupling):
+    """A coupling whose op does the split, the transform and the merge: no split, merge or
+    slices of the network output. The op reads the active channels and the network's whole
+    output in place, copies the passive channels into y, sums the log-det per sample, and
+    its backward writes x's and the output's gradients whole. Subclasses give
+    ``_layer(x, params, active_begin, inverse) -> (y, logdet [B])``."""
+
+    def _couple(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        self._check(x)
+        active_begin = 0 if self.parity else self.passive
+        passive = x.narrow(1, self.active if self.parity else 0, self.passive)
+        return self._layer(x, self.net(passive), active_begin, inverse)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x`` -> ``(y, logdet [B])``."""
+        return self._couple(x, inverse=False)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` -> ``x``."""
+        return self._couple(y, inverse=True)[0]
+
+
+class AffineCoupling(_FusedCoupling):
     """RealNVP / Glow affine coupling, ``y_b = x_b * scale(x_a) + shift(x_a)``.
 
     ``scale_fn="exp"`` with ``clamp`` (a soft bound on |log scale|, RealNVP's tanh) or
@@ -94,33 +115,13 @@ class AffineCoupling(_Coupling):
             raise ValueError(f"scale_fn must be 'exp' or 'sigmoid', got {scale_fn!r}")
         self.scale_fn, self.clamp = scale_fn, clamp if scale_fn == "exp" else None
 
-    def _couple(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        # No split, merge or slices of the network output: the op reads the active
-        # channels and the interleaved shift / raw scale in place, copies the passive
-        # channels into y, and its backward writes x's and the output's gradients whole.
-        self._check(x)
-        active_begin = 0 if self.parity else self.passive
-        passive = x.narrow(1, self.active if self.parity else 0, self.passive)
+    def _layer(self, x, params, active_begin, inverse):
         return affine_coupling_layer(
-            x,
-            self.net(passive),
-            active_begin,
-            self.active,
-            scale_fn=self.scale_fn,
-            clamp=self.clamp,
-            inverse=inverse,
+            x, params, active_begin, self.active, scale_fn=self.scale_fn, clamp=self.clamp, inverse=inverse
         )
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` -> ``(y, logdet [B])``."""
-        return self._couple(x, inverse=False)
 
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        """``y`` -> ``x``."""
-        return self._couple(y, inverse=True)[0]
-
-
-class SplineCoupling(_Coupling):
+class SplineCoupling(_FusedCoupling):
     """Neural spline coupling (Durkan et al. 2019): a rational-quadratic spline with
     ``bins`` bins on ``[-tail_bound, tail_bound]`` per element, identity outside. It
     starts as the identity (uniform bins, unit derivatives)."""
@@ -145,30 +146,16 @@ class SplineCoupling(_Coupling):
             bias = self.net[-1].bias.view(self.active, self.params_per_element)
             bias[:, 2 * bins :] = math.log(math.expm1(1 - 1e-3))
 
-    def _couple(self, x: torch.Tensor, inverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        # As AffineCoupling: the op reads the active channels and the network's output
-        # [B, active * (3K - 1), ...] in place, copies the passive channels into y, sums
-        # the log-det per sample, and its backward writes both gradients whole.
-        self._check(x)
-        active_begin = 0 if self.parity else self.passive
-        passive = x.narrow(1, self.active if self.parity else 0, self.passive)
+    def _layer(self, x, params, active_begin, inverse):
         return rq_spline_coupling_layer(
             x,
-            self.net(passive),
+            params,
             active_begin,
             self.active,
             inverse=inverse,
             tail_bound=self.tail_bound,
             validate=checks_input(x),
         )
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x`` -> ``(y, logdet [B])``."""
-        return self._couple(x, inverse=False)
-
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        """``y`` -> ``x``."""
-        return self._couple(y, inverse=True)[0]
 
 
 class MixLogisticCoupling(_Coupling):
