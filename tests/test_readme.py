@@ -13,16 +13,16 @@ block once, so an edited README line fails here rather than running at full size
 ``check`` then asserts what the block's comments claim (shapes, dtypes, ranges).
 
 A block with ``cuda`` lines (``(README text, its CPU stand-in)``) needs a GPU for them:
-it runs as written where CUDA is (marked ``cuda`` by tests/conftest.py, like every test
-skipped without a GPU), and with the stand-ins on every machine. The CPU runs are not
-marked ``cuda``, so ``make gpu-test`` / ``pytest -m cuda`` leaves them to the CPU CI.
+it runs with the stand-ins on every machine, and as written where CUDA is (that case is
+marked ``cuda`` by tests/conftest.py, like every test skipped without a GPU). The CPU
+cases are not marked, so ``pytest -m cuda tests/test_readme.py`` runs only the GPU ones;
+``make gpu-test`` runs the family folders and leaves this file to the CPU CI.
 
 A failing block's traceback names its README.md line.
 """
 
 from __future__ import annotations
 
-import re
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -329,14 +329,12 @@ def test_every_block_has_one_example():
         assert len(found) == 1, f"{example.name}: its key is in {len(found)} README blocks, not 1"
 
 
-# Not "device": tests/conftest.py parametrizes that name over cpu and cuda for every test.
-@pytest.mark.parametrize("example, where", list(_cases()))
-def test_readme_block(example: Example, where: str, tmp_path, monkeypatch):
-    (block,) = [b for b in python_blocks(README.read_text()) if _matches(example, b)]
+def run_example(example: Example, block: Block, where: str) -> None:
+    """Runs ``block`` as ``example`` says, on the CPU (``where="cpu"``: the ``cuda``
+    stand-ins) or as written; raises what the block or its check raises."""
     code = _substitute(block.code, example.small, "small:")
     if where == "cpu":
         code = _substitute(code, example.cuda, "cuda:")
-    monkeypatch.chdir(tmp_path)  # the files examples write (checkpoints, images)
     torch.manual_seed(0)
     namespace = {"torch": torch, "pygen": pygen}
     exec(compile(textwrap.dedent(example.setup), f"<setup of {example.name}>", "exec"), namespace)
@@ -345,13 +343,18 @@ def test_readme_block(example: Example, where: str, tmp_path, monkeypatch):
     exec(compile(textwrap.dedent(example.check), f"<check of {example.name}>", "exec"), namespace)
 
 
-def test_a_failing_block_fails(tmp_path, monkeypatch):
-    """The runner reports an example that raises, at its README line."""
+# Not "device": tests/conftest.py parametrizes that name over cpu and cuda for every test.
+@pytest.mark.parametrize("example, where", list(_cases()))
+def test_readme_block(example: Example, where: str, tmp_path, monkeypatch):
+    (block,) = [b for b in python_blocks(README.read_text()) if _matches(example, b)]
+    monkeypatch.chdir(tmp_path)  # the files examples write (checkpoints, images)
+    run_example(example, block, where)
+
+
+def test_a_failing_block_fails():
+    """A block that raises fails its test, the traceback at the block's README line."""
     broken = Example("broken", key="", setup="x = torch.ones(3)")
-    monkeypatch.setattr(
-        "tests.test_readme.python_blocks", lambda text: [Block(7, "y = x + 1\nz = x @ torch.ones(4)\n")]
-    )
-    monkeypatch.setattr("tests.test_readme._matches", lambda example, block: True)
     with pytest.raises(RuntimeError) as info:
-        test_readme_block(broken, "cpu", tmp_path, monkeypatch)
-    assert info.traceback[-1].lineno + 1 == 8 and re.search(r"README\.md", str(info.traceback[-1].path))
+        run_example(broken, Block(7, "y = x + 1\nz = x @ torch.ones(4)\n"), "cpu")
+    last = info.traceback[-1]
+    assert str(last.path) == str(README) and last.lineno + 1 == 8  # lineno counts from 0
