@@ -102,7 +102,7 @@ EXAMPLES = [
         t = torch.full((B,), 0.9)
         """,
         check="""
-        assert x.shape == (B, L) and x.dtype == torch.int64
+        assert x.shape == (B, L) and x.dtype == torch.int64 and (t < 0.9).all()
         assert not (x == mask_id).any() and (x[:, :4] == 3).all()
         """,
     ),
@@ -222,12 +222,17 @@ EXAMPLES = [
     Example(
         "diffusers",
         key="sampler = solvers.from_diffusers_config(",
+        # The scheduler as a Stable Diffusion pipeline's scheduler_config.json has it
+        # (importing diffusers takes seconds; tests/solvers/test_diffusers_compat.py
+        # compares with diffusers' own schedulers).
         setup="""
         from types import SimpleNamespace
-        from diffusers import DPMSolverMultistepScheduler
         from pygen import solvers
+        config = {"_class_name": "DPMSolverMultistepScheduler", "beta_schedule": "scaled_linear",
+                  "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000,
+                  "prediction_type": "epsilon", "steps_offset": 1, "timestep_spacing": "leading"}
         unet = lambda x, t, text_emb: SimpleNamespace(sample=0.1 * x)
-        pipe = SimpleNamespace(scheduler=DPMSolverMultistepScheduler(), unet=unet)
+        pipe = SimpleNamespace(scheduler=SimpleNamespace(config=config), unet=unet)
         text_emb, shape = None, (2, 4, 8, 8)
         """,
         check="""
@@ -253,12 +258,14 @@ EXAMPLES = [
         key="y, logdet = pygen.ops.affine_coupling(",
         setup="""
         x, shift, raw_scale = torch.randn(3, 2, 3, 4, 4).unbind(0)
+        x_given = x.clone()
         a, n = 1, 2
         h = torch.randn(2, 2 * n, 4, 4)
         logits, means, log_scales = torch.randn(3, 2, 3, 4, 4, 5).unbind(0)
         """,
         check="""
-        assert x.shape == (2, 3, 4, 4) and neg_logdet.shape == (2, 3, 4, 4)
+        assert logdet.shape == neg_logdet.shape == (2, 3, 4, 4)  # mix_logistic_cdf's: elementwise
+        assert torch.allclose(x, x_given, atol=1e-4)  # the inverses gave x back
         """,
     ),
     Example(
