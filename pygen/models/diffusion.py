@@ -27,6 +27,8 @@ DATASETS = ("digits", "ring", "moons")
 
 @dataclass
 class DiffusionConfig:
+    """Hyperparameters of :class:`DiffusionModel` (each a flag of ``python -m pygen train diffusion``)."""
+
     data: str = "digits"  # "digits" (8x8 images), "ring" or "moons" (2-D points)
     objective: str = "edm"  # "edm" (x0 with EDM preconditioning), "eps" (VP cosine), "flow"
     patch: int = 2  # patch side for images (points use one token per coordinate)
@@ -83,7 +85,8 @@ class DiTBlock(nn.Module):
 
 
 class DiffusionModel(Checkpointable, nn.Module):
-    """A DiT on ``[B, C, H, W]`` data and its training objective.
+    """A DiT on ``[B, C, H, W]`` float32 data (2-D points as ``[B, 1, 1, 2]``) and its training
+    objective.
 
     ``denoiser(x, t)`` is the prediction the objective trains (``x0`` for EDM, ``eps``
     for VP, the velocity for flow matching), ``model_fn()`` hands it to

@@ -31,6 +31,8 @@ COUPLINGS = ("affine", "spline", "mixlogistic")
 
 @dataclass
 class GlowConfig:
+    """Hyperparameters of :class:`Glow` (each a flag of ``python -m pygen train glow``)."""
+
     scales: int = 2  # 1..3: each squeezes 2x2 (8x8 -> 4x4 -> 2x2 -> 1x1)
     depth: int = 4  # flow steps (ActNorm, 1x1 conv, coupling) per scale
     hidden: int = 64  # conditioner channels
@@ -41,8 +43,8 @@ class GlowConfig:
 
 
 class Glow(DigitsFlow):
-    """``flow``: levels ``[B, 1, 8, 8]`` -> latent ``[B, 1, 8, 8]`` (the factored-out
-    channels of every scale, put back in place)."""
+    """``flow``: levels ``[B, 1, 8, 8]`` (int64 in 0..16) -> float32 latent ``[B, 1, 8, 8]``
+    (the factored-out channels of every scale, put back in place)."""
 
     family, config_class = "glow", GlowConfig
 

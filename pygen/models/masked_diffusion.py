@@ -27,6 +27,9 @@ MASK = 256  # the mask token: one past the bytes
 
 @dataclass
 class MaskedDiffusionConfig:
+    """Hyperparameters of :class:`MaskedDiffusionLM` (each a flag of ``python -m pygen train
+    masked-diffusion``)."""
+
     context: int = 256  # bytes per sequence
     dim: int = 256
     depth: int = 4

@@ -21,6 +21,9 @@ from pygen.train import Checkpointable, TrainConfig, train
 
 @dataclass
 class SparseTransformerConfig:
+    """Hyperparameters of :class:`SparseTransformerLM` (each a flag of ``python -m pygen train
+    sparse-transformer``)."""
+
     context: int = 1024  # bytes per sequence; the strided pattern needs context % stride == 0
     dim: int = 256
     depth: int = 4

@@ -22,6 +22,8 @@ METHODS = ("sequential", "gs_jacobi")
 
 @dataclass
 class TarFlowConfig:
+    """Hyperparameters of :class:`TarFlow` (each a flag of ``python -m pygen train tarflow``)."""
+
     patch: int = 2  # patch side: 8x8 digits -> 16 tokens of 4 values
     blocks: int = 4  # flow blocks, alternating the reading direction
     layers: int = 2  # transformer layers per block
@@ -34,7 +36,8 @@ class TarFlowConfig:
 
 
 class TarFlow(DigitsFlow):
-    """``flow``: levels ``[B, 1, 8, 8]`` -> latent tokens ``[B, L, P]``."""
+    """``flow``: levels ``[B, 1, 8, 8]`` (int64 in 0..16) -> float32 latent tokens
+    ``[B, L, P]``."""
 
     family, config_class = "tarflow", TarFlowConfig
 

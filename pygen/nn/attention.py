@@ -101,7 +101,9 @@ def _merge(out_a, lse_a, out_b, lse_b) -> torch.Tensor:
 
 
 class MultiheadAttention(nn.Module):
-    """Multi-head attention on inputs ``[batch, len, embed_dim]`` (batch first).
+    """Multi-head attention on inputs ``[batch, len, embed_dim]`` (batch first), in
+    :func:`pygen.ops.attention`'s dtypes (float32, bfloat16, float16, float64); the
+    output has the input's shape and dtype.
 
     Args:
         embed_dim: model width; ``embed_dim / num_heads`` must be a multiple of 16.
@@ -194,7 +196,8 @@ class MultiheadAttention(nn.Module):
 
 
 class Attention(MultiheadAttention):
-    """Self-attention ``x [B, L, E] -> [B, L, E]``: MultiheadAttention with key = value = x."""
+    """Self-attention ``x [B, L, E] -> [B, L, E]`` (x's dtype): MultiheadAttention with
+    key = value = x."""
 
     def forward(  # noqa: D102
         self, x: torch.Tensor, *, cache: KVCache | None = None, update_cache: bool = True

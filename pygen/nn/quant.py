@@ -148,7 +148,9 @@ class Int4Linear(QuantLinear):
     """Linear layer with an int4 weight: groups of ``group_size`` (32, 64 or 128) along
     ``in_features``, each with a scale of ``scale_dtype`` and, unless ``symmetric``, a
     uint8 zero point (see :func:`pygen.quant.quantize`). ``in_features`` must be a
-    multiple of ``group_size``."""
+    multiple of ``group_size``. Buffers: ``packed`` uint8 ``[out_features,
+    in_features / 2]``, ``scales`` and ``zeros`` ``[out_features, in_features /
+    group_size]``."""
 
     format = "int4"
 
@@ -198,7 +200,9 @@ class Int4Linear(QuantLinear):
 
 class MXFP4Linear(QuantLinear):
     """Linear layer with an MXFP4 weight (OCP MX: E2M1 elements, an E8M0 scale per 32
-    along ``in_features``, which must be a multiple of 32)."""
+    along ``in_features``, which must be a multiple of 32). Buffers: ``packed`` uint8
+    ``[out_features, in_features / 2]``, ``scales`` uint8 E8M0 ``[out_features,
+    in_features / 32]``."""
 
     format = "mxfp4"
 

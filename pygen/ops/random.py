@@ -126,6 +126,8 @@ def philox_blocks(numel: int, dtype: torch.dtype = torch.float32) -> int:
     """Philox blocks that :func:`rand`/:func:`randn` consume for ``numel`` values of ``dtype``.
 
     Pass ``offset + philox_blocks(n, dtype)`` to the next call to continue the stream.
+    Blocks are whole (4 values each, 2 for float64): the unused values of a partial last
+    block are skipped, so two draws of 10 float32 values are not one draw of 20.
     """
     _check(dtype, 0)
     per_block = 2 if dtype == torch.float64 else 4

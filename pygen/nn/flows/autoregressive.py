@@ -94,7 +94,8 @@ def group_bounds(positions: int, groups: int) -> list[int]:
 
 
 class TarFlowBlock(nn.Module):
-    """One TarFlow block on ``[B, tokens, token_dim]``.
+    """One TarFlow block on ``[B, tokens, token_dim]`` float32/float64: y in x's dtype,
+    logdet ``[B]`` float32 (float64 for float64 x).
 
     Args:
         tokens: sequence length L.

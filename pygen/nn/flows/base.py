@@ -82,6 +82,9 @@ class Flow(nn.Module):
         layers: flow layers, applied in order from data to latent.
         event_shape: the latent's shape per sample, for :meth:`sample` (default: none;
             then only ``forward``, ``inverse`` and ``log_prob`` work).
+
+    ``forward(x [B, ...]) -> (z, logdet [B])`` and ``log_prob(x) -> [B]``, float32
+    (float64 for float64 x); ``sample(n)`` gives ``[n, ...]`` in ``dtype`` (float32).
     """
 
     def __init__(self, layers: Iterable[nn.Module], event_shape: Sequence[int] | None = None):

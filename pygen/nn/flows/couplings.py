@@ -96,7 +96,10 @@ class AffineCoupling(_FusedCoupling):
     """RealNVP / Glow affine coupling, ``y_b = x_b * scale(x_a) + shift(x_a)``.
 
     ``scale_fn="exp"`` with ``clamp`` (a soft bound on |log scale|, RealNVP's tanh) or
-    ``"sigmoid"`` (Glow's ``sigmoid(h + 2)``, ``clamp`` None)."""
+    ``"sigmoid"`` (Glow's ``sigmoid(h + 2)``, ``clamp`` None).
+
+    ``x [B, C, H, W]`` (``conv``) or ``[B, C]``, float32/float64 (bfloat16/float16
+    computed in float32); y in x's dtype, logdet ``[B]`` float32 (float64 for float64 x)."""
 
     params_per_element = 2
 
@@ -124,7 +127,9 @@ class AffineCoupling(_FusedCoupling):
 class SplineCoupling(_FusedCoupling):
     """Neural spline coupling (Durkan et al. 2019): a rational-quadratic spline with
     ``bins`` bins on ``[-tail_bound, tail_bound]`` per element, identity outside. It
-    starts as the identity (uniform bins, unit derivatives)."""
+    starts as the identity (uniform bins, unit derivatives). Shapes and dtypes as
+    :class:`AffineCoupling`: ``x [B, C, H, W]`` or ``[B, C]``, logdet ``[B]`` float32
+    (float64 for float64 x)."""
 
     def __init__(
         self,
@@ -161,7 +166,9 @@ class SplineCoupling(_FusedCoupling):
 class MixLogisticCoupling(_Coupling):
     """Flow++'s coupling (Ho et al. 2019): ``y_b = logit(F(x_b)) * scale + shift`` with
     ``F`` a mixture of ``components`` logistics, all conditioned on ``x_a``. The
-    inverse of the mixture CDF is a bisection (exact to the float format)."""
+    inverse of the mixture CDF is :func:`pygen.ops.mix_logistic_cdf`'s safeguarded
+    Newton-bisection. Shapes and dtypes as :class:`AffineCoupling`: ``x [B, C, H, W]``
+    or ``[B, C]``, logdet ``[B]`` float32 (float64 for float64 x)."""
 
     def __init__(
         self,

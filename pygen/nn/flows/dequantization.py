@@ -61,7 +61,9 @@ class VariationalDequantization(_Dequantization):
     """Learned noise ``u ~ q(u | x)`` (Flow++): ``u = sigmoid(affine(spline(eps)))``,
     ``eps`` standard normal, the spline's and the affine map's parameters predicted per
     element from the whole of ``x`` by a conditioner network (``conv`` for
-    ``[B, C, H, W]``, else an MLP on ``[B, C]``)."""
+    ``[B, C, H, W]``, else an MLP on ``[B, C]``). ``x`` integer levels of any dtype;
+    ``y`` float (float32 for integer x), the bound's term ``[B]`` float32 (float64 for
+    float64 x)."""
 
     def __init__(self, levels: int, channels: int, hidden: int = 32, *, conv: bool = True, bins: int = 8):
         super().__init__(levels)
@@ -98,7 +100,8 @@ class VariationalDequantization(_Dequantization):
 
 class LogitTransform(nn.Module):
     """``[0, 1] -> R``: ``z = logit(alpha + (1 - 2 alpha) y)`` elementwise (RealNVP),
-    the ``alpha`` margin keeping the edges finite."""
+    the ``alpha`` margin keeping the edges finite. ``y [B, ...]`` float; z in y's dtype,
+    logdet ``[B]`` float32 (float64 for float64 y)."""
 
     def __init__(self, alpha: float = 0.05):
         super().__init__()

@@ -23,7 +23,8 @@ def _check(x: torch.Tensor, channels: int) -> None:
 class ActNorm(nn.Module):
     """``y = (x + bias) * exp(log_scale)`` per channel. Data-dependent initialization:
     the first forward pass (before any ``load_state_dict``) sets the parameters so that
-    its output has zero mean and unit variance per channel."""
+    its output has zero mean and unit variance per channel. ``x [B, C, ...]`` float;
+    y in x's dtype, logdet ``[B]`` float32 (float64 for float64 x)."""
 
     def __init__(self, channels: int):
         super().__init__()
@@ -73,7 +74,7 @@ class Invertible1x1Conv(nn.Module):
     triangular and ``s = sign * exp(log_s)``, so ``log |det W| = sum(log_s)`` costs
     nothing (summed in float64). Starts as a random rotation. The inverse builds ``W^-1``
     in float64 from the triangular factors, so the round trip stays exact to the input's
-    precision."""
+    precision. ``x [B, C, ...]`` float; y in x's dtype, logdet ``[B]`` float32 (float64 for float64 x)."""
 
     def __init__(self, channels: int):
         super().__init__()

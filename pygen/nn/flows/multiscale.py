@@ -24,7 +24,8 @@ def _unsqueeze(x: torch.Tensor, f: int) -> torch.Tensor:
 
 class Squeeze(nn.Module):
     """Space to depth: ``[B, C, H, W]`` -> ``[B, C f^2, H/f, W/f]`` (each ``f x f``
-    patch becomes channels); volume preserving."""
+    patch becomes channels); volume preserving. Any dtype; the zero logdet ``[B]``
+    float32 (float64 for float64 x)."""
 
     def __init__(self, factor: int = 2):
         super().__init__()
@@ -54,7 +55,8 @@ class Squeeze(nn.Module):
 
 
 class Unsqueeze(Squeeze):
-    """Depth to space, the inverse of :class:`Squeeze`."""
+    """Depth to space, the inverse of :class:`Squeeze`: ``[B, C f^2, H/f, W/f]`` ->
+    ``[B, C, H, W]``, any dtype."""
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``x`` -> ``(y, logdet [B] = 0)``."""
@@ -71,7 +73,8 @@ class Split(nn.Module):
     ``C // 2`` are factored out to the latent as they are. With ``learned_prior``
     (Glow), the factored-out half is first normalized by a mean and log-scale predicted
     from the kept half, ``z_2 = (x_2 - mu(x_1)) / sigma(x_1)``: a learned conditional
-    Gaussian prior, written as an affine coupling. The output has the input's shape."""
+    Gaussian prior, written as an affine coupling. The output has the input's shape
+    (``[B, C, ...]``) and dtype; logdet ``[B]`` float32 (float64 for float64 x)."""
 
     def __init__(
         self,
@@ -120,7 +123,7 @@ class Split(nn.Module):
 
 class Patchify(nn.Module):
     """``[B, C, H, W]`` -> ``[B, (H/p)(W/p), C p^2]``: non-overlapping ``p x p`` patches
-    in raster order, the token sequence of TarFlow; volume preserving."""
+    in raster order, the token sequence of TarFlow; volume preserving, any dtype."""
 
     def __init__(self, shape: tuple[int, int, int], patch: int):
         super().__init__()
