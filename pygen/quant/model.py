@@ -204,7 +204,7 @@ def _select(model, format, group_size, skip, strict) -> tuple[dict[str, nn.Modul
         try:
             reason = None if linear else conv_support(m)
             if reason is not None:
-                raise ValueError(f"a Conv2d needs {reason}")
+                raise ValueError(f"a Conv2d with {reason} is not supported")
             in_features = m.in_features if linear else m.weight[0].numel()
             check_in_features(format, in_features, group_size if format == "int4" else None)
         except ValueError as e:
@@ -215,7 +215,7 @@ def _select(model, format, group_size, skip, strict) -> tuple[dict[str, nn.Modul
         targets[name] = m
     if not targets:
         why = (
-            f"every candidate was kept in float for its shape: {kept}"
+            f"every candidate was kept in float: {kept} (strict=True says why)"
             if candidates
             else "it has no nn.Linear or nn.Conv2d layer outside skip and nn.MultiheadAttention"
         )

@@ -116,10 +116,13 @@ def test_no_layer_to_quantize_warns_or_raises():
     assert all(torch.equal(v, state[k]) for k, v in flow.state_dict().items())
     with pytest.raises(ValueError, match="no layer of Flow"):
         pygen.quantize_model(flow, "mxfp4", strict=True)
-    with pytest.warns(UserWarning, match=r"kept in float for its shape: \['0'\]"):
+    with pytest.warns(UserWarning, match=r"kept in float: \['0'\]"):
         pygen.quantize_model(nn.Sequential(nn.Linear(20, 4)), "int4")
     with pytest.raises(ValueError, match="no layer of Sequential"):
         pygen.quant.to_bitlinear(nn.Sequential(nn.Linear(20, 4)), skip="0", strict=True)
+    grouped = nn.Sequential(nn.Conv2d(64, 64, 1, groups=2))
+    with pytest.raises(ValueError, match="layer '0': a Conv2d with groups=2"):
+        pygen.quantize_model(grouped, "int4", strict=True)
 
 
 def _glow():
