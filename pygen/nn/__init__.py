@@ -23,6 +23,7 @@ from pygen.nn.flows import (
     Unsqueeze,
     VariationalDequantization,
 )
+from pygen.nn.linear_conv import LinearConv2d
 from pygen.nn.quant import BitLinear, Int4Linear, MXFP4Linear, TernaryLinear
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "Int4Linear",
     "Invertible1x1Conv",
     "KVCache",
+    "LinearConv2d",
     "LogitTransform",
     "MXFP4Linear",
     "MixLogisticCoupling",

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pygen.nn.linear_conv import LinearConv2d
 from pygen.quant.ops import COMPUTE_DTYPES, matmul, quantize_activations
 from pygen.quant.weight import QuantizedWeight, quantize
 
@@ -413,11 +414,14 @@ LAYERS = {cls.__name__: cls for cls in (Int4Linear, MXFP4Linear, TernaryLinear, 
 
 def layer_from_config(config: dict) -> nn.Module:
     """An empty layer (zero buffers of the right shapes and dtypes) from its
-    :meth:`config` dict, ready for ``load_state_dict``."""
+    :meth:`config` dict, ready for ``load_state_dict``; a :class:`LinearConv2d`'s config
+    holds its linear layer's."""
     options = dict(config)
     name = options.pop("class", None)
+    if name == "LinearConv2d":
+        return LinearConv2d(layer_from_config(options.pop("linear")), **options)
     if name not in LAYERS:
-        raise ValueError(f"config['class'] must be one of {sorted(LAYERS)}, got {name!r}")
+        raise ValueError(f"config['class'] must be one of {sorted(LAYERS)} or LinearConv2d, got {name!r}")
     return LAYERS[name](
         options.pop("in_features"), options.pop("out_features"), options.pop("bias"), **options
     )
@@ -426,6 +430,7 @@ def layer_from_config(config: dict) -> nn.Module:
 __all__ = [
     "BitLinear",
     "Int4Linear",
+    "LinearConv2d",
     "MXFP4Linear",
     "QuantLinear",
     "TernaryLinear",

@@ -1,5 +1,6 @@
 """Whole-model quantization: :func:`quantize_model` swaps a model's ``nn.Linear`` layers
-for packed low-bit layers (:mod:`pygen.nn.quant`), by round to nearest or GPTQ;
+(and ``nn.Conv2d`` layers, as :class:`~pygen.nn.LinearConv2d`: a linear layer over their
+input patches) for packed low-bit layers (:mod:`pygen.nn.quant`), by round to nearest or GPTQ;
 :func:`to_bitlinear` / :func:`pack_bitlinear` are the ternary training path (BitNet
 b1.58: fine-tune with :class:`~pygen.nn.quant.BitLinear`, then pack).
 
@@ -11,12 +12,14 @@ save, and :func:`restore_quantized` rebuilds the layers from before loading weig
 from __future__ import annotations
 
 import fnmatch
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from pygen.nn.linear_conv import LinearConv2d, conv_support
 from pygen.nn.quant import (
     BitLinear,
     Int4Linear,
@@ -48,6 +51,12 @@ def quantize_model(
 ) -> nn.Module:
     """Replaces the ``nn.Linear`` layers of ``model`` (in place) by packed low-bit layers.
 
+    ``nn.Conv2d`` layers (``groups=1``, zero padding) are linear layers too: each becomes a
+    :class:`~pygen.nn.LinearConv2d` whose linear layer (named ``<conv>.linear``; its
+    ``in_features`` is ``C_in * kh * kw``) is quantized like any other, GPTQ calibrated on
+    the input patches. Other modules, whatever their math (a flow's ``ActNorm`` and
+    ``Invertible1x1Conv``, norms, embeddings), are never touched.
+
     Args:
         model: any PyTorch model (a pygen family or not). Linear layers inside a
             ``torch.nn.MultiheadAttention`` are left alone (it reads their weights
@@ -65,7 +74,8 @@ def quantize_model(
         skip: layers to keep in float: a qualified name or glob pattern (``"head"``,
             ``"blocks.*.fc2"``), a list of them, or a predicate ``(name, module) -> bool``.
         strict: raise if a selected layer's shape does not fit the format (default: keep
-            it in float and list it in ``model.quantization["kept"]``).
+            it in float and list it in ``model.quantization["kept"]``), or if no layer is
+            replaced (default: a warning naming the model).
         seed: the global RNG seed set (and restored after) around each calibration pass,
             so every pass sees the same random draws of ``forward``.
         compute_dtype: the layers' ``compute_dtype``: None (float32 x computes in float32)
@@ -78,6 +88,10 @@ def quantize_model(
 
     Returns:
         ``model``, with ``model.quantization`` describing the layers replaced.
+
+    Raises:
+        ValueError: bad options; with ``strict``, a layer that does not fit or no layer to
+            replace.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -99,6 +113,7 @@ def quantize_model(
     layer_class(128, 1, compute_dtype=compute_dtype, **options)
 
     targets, kept = _select(model, format, options.get("group_size", 128), skip, strict)
+    targets = _convs_as_linear(model, targets)
     if method is None:
         replaced = {
             name: layer_class.from_linear(linear, compute_dtype=compute_dtype, **options)
@@ -117,9 +132,12 @@ def quantize_model(
 def to_bitlinear(model: nn.Module, *, skip: Skip = (), strict: bool = False, **options) -> nn.Module:
     """Replaces ``model``'s ``nn.Linear`` layers (in place) by :class:`BitLinear` layers
     starting from their weights, for ternary quantization-aware training (``options``:
-    ``per_channel``, ``norm``). Layers whose ``in_features`` is not a multiple of 64 stay
-    in float (listed in ``model.quantization["kept"]``) unless ``strict``."""
+    ``per_channel``, ``norm``); ``nn.Conv2d`` layers become :class:`~pygen.nn.LinearConv2d`
+    with a BitLinear inside, as in :func:`quantize_model`. Layers whose ``in_features`` is
+    not a multiple of 64 stay in float (listed in ``model.quantization["kept"]``) unless
+    ``strict``; no layer to replace warns (``strict``: raises)."""
     targets, kept = _select(model, "ternary", None, skip, strict)
+    targets = _convs_as_linear(model, targets)
     replaced = {name: BitLinear.from_linear(linear, **options) for name, linear in targets.items()}
     for name, layer in replaced.items():
         _set(model, name, layer)
@@ -155,19 +173,21 @@ def restore_quantized(model: nn.Module, quantization: dict) -> nn.Module:
 
 
 def weight_nbytes(model: nn.Module) -> int:
-    """Bytes of the weights of ``model``'s linear layers: packed for quantized layers,
-    ``numel * element_size`` for float ones (biases and other parameters aside)."""
+    """Bytes of the weights of ``model``'s linear layers and 2-D convolutions (the layers
+    :func:`quantize_model` replaces): packed for quantized layers, ``numel * element_size``
+    for float ones (biases and other parameters aside)."""
     total = 0
     for m in model.modules():
         if isinstance(m, QuantLinear):
             total += m.weight_nbytes
-        elif isinstance(m, nn.Linear):
+        elif isinstance(m, nn.Linear | nn.Conv2d):
             total += m.weight.numel() * m.weight.element_size()
     return total
 
 
-def _select(model, format, group_size, skip, strict) -> tuple[dict[str, nn.Linear], list[str]]:
-    """The layers to replace (qualified name -> layer) and the ones kept for their shape."""
+def _select(model, format, group_size, skip, strict) -> tuple[dict[str, nn.Module], list[str]]:
+    """The layers to replace (qualified name -> ``nn.Linear`` or ``nn.Conv2d``) and the
+    ones kept in float for their shape."""
     skip_fn = _skip_predicate(skip)
     inside_mha = {
         f"{name}.{child}" if name else child
@@ -175,19 +195,48 @@ def _select(model, format, group_size, skip, strict) -> tuple[dict[str, nn.Linea
         if isinstance(m, nn.MultiheadAttention)
         for child, _ in m.named_modules()
     }
-    targets, kept = {}, []
+    targets, kept, candidates = {}, [], 0
     for name, m in model.named_modules():
-        if not isinstance(m, nn.Linear) or isinstance(m, BitLinear) or name in inside_mha or skip_fn(name, m):
+        linear = isinstance(m, nn.Linear) and not isinstance(m, BitLinear)
+        if not (linear or isinstance(m, nn.Conv2d)) or name in inside_mha or skip_fn(name, m):
             continue
+        candidates += 1
         try:
-            check_in_features(format, m.in_features, group_size if format == "int4" else None)
+            reason = None if linear else conv_support(m)
+            if reason is not None:
+                raise ValueError(f"a Conv2d with {reason} is not supported")
+            in_features = m.in_features if linear else m.weight[0].numel()
+            check_in_features(format, in_features, group_size if format == "int4" else None)
         except ValueError as e:
             if strict:
                 raise ValueError(f"layer {name!r}: {e}") from None
             kept.append(name)
             continue
         targets[name] = m
+    if not targets:
+        why = (
+            f"every candidate was kept in float: {kept} (strict=True says why)"
+            if candidates
+            else "it has no nn.Linear or nn.Conv2d layer outside skip and nn.MultiheadAttention"
+        )
+        message = f"no layer of {type(model).__name__} can be quantized to {format}: {why}"
+        if strict:
+            raise ValueError(message)
+        warnings.warn(message, stacklevel=3)
     return targets, kept
+
+
+def _convs_as_linear(model: nn.Module, targets: dict[str, nn.Module]) -> dict[str, nn.Linear]:
+    """``targets`` with every ``nn.Conv2d`` swapped (in ``model``) for the exact float
+    :class:`LinearConv2d`, its linear layer the target in its place."""
+    linears = {}
+    for name, m in targets.items():
+        if isinstance(m, nn.Conv2d):
+            wrapper = LinearConv2d.from_conv(m)
+            _set(model, name, wrapper)
+            name, m = f"{name}.linear", wrapper.linear
+        linears[name] = m
+    return linears
 
 
 def _skip_predicate(skip: Skip) -> Callable[[str, nn.Module], bool]:
@@ -212,9 +261,18 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 def _record(model, method, format, replaced, kept) -> None:
-    """``model.quantization``: merged with an earlier record (a second call, or packing)."""
+    """``model.quantization``: merged with an earlier record (a second call, or packing).
+    A layer inside a :class:`LinearConv2d` is recorded as the wrapper (under the
+    convolution's name), which :func:`restore_quantized` puts in the convolution's place."""
     previous = getattr(model, "quantization", None) or {"layers": {}}
-    layers = {**previous["layers"], **{name: layer.config() for name, layer in replaced.items()}}
+    entries = {}
+    for name, layer in replaced.items():
+        parent, _, child = name.rpartition(".")
+        wrapper = model.get_submodule(parent)
+        if isinstance(wrapper, LinearConv2d) and child == "linear":
+            name, layer = parent, wrapper
+        entries[name] = layer.config()
+    layers = {**previous["layers"], **entries}
     model.quantization = {"method": method, "format": format, "layers": layers, "kept": sorted(kept)}
 
 
