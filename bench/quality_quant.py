@@ -60,6 +60,7 @@ from pygen.train import TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 INT4 = dict(group_size=64)
+CONVS = dict(convs=True)  # Glow's conditioners are convolutions; the other families have none
 FLOWS = ("tarflow", "glow")
 VARIANTS = ("fp32", "int4 RTN", "int4 GPTQ", "mxfp4", "ternary PTQ", "ternary QAT (BitLinear)")
 
@@ -185,18 +186,18 @@ def quantized(family: Family, model, variant: str, log: list[str]):
     if variant == "fp32":
         return m
     if variant == "int4 RTN":
-        return pygen.quantize_model(m, "int4", **INT4)
+        return pygen.quantize_model(m, "int4", **INT4, **CONVS)
     if variant == "int4 GPTQ":
         g = torch.Generator().manual_seed(1)
         calibration = [family.batches(g) for _ in range(4)]
         return pygen.quantize_model(
-            m, "int4", method="gptq", calibration=calibration, forward=lambda m, b: m.loss(b), **INT4
+            m, "int4", method="gptq", calibration=calibration, forward=lambda m, b: m.loss(b), **INT4, **CONVS
         )
     if variant == "mxfp4":
-        return pygen.quantize_model(m, "mxfp4")
+        return pygen.quantize_model(m, "mxfp4", **CONVS)
     if variant == "ternary PTQ":
-        return pygen.quantize_model(m, "ternary")
-    pygen.quant.to_bitlinear(m, per_channel=True)
+        return pygen.quantize_model(m, "ternary", **CONVS)
+    pygen.quant.to_bitlinear(m, per_channel=True, **CONVS)
     config = TrainConfig(steps=family.qat_steps, lr=1e-3, warmup=10, seed=1, progress=False)
     train(m, family.batches, config)
     log.append(f"{family.name}: BitLinear fine-tuned {family.qat_steps} steps")

@@ -168,8 +168,10 @@ EXAMPLES = [
         "quantized_models",
         key="layer = pygen.nn.Int4Linear.from_linear(",
         # The quantize_model lines are alternatives: run in a row, the later ones find no
-        # nn.Linear left, but still check their arguments.
+        # nn.Linear left (and warn so), but still check their arguments.
         setup="""
+        import warnings
+        warnings.filterwarnings("ignore", "no layer of SparseTransformerLM", UserWarning)
         from pygen.models import SparseTransformerConfig, SparseTransformerLM
         linear = torch.nn.Linear(128, 32)
         model = SparseTransformerLM(SparseTransformerConfig(context=64, stride=4, block_size=16, dim=64,

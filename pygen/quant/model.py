@@ -1,6 +1,7 @@
 """Whole-model quantization: :func:`quantize_model` swaps a model's ``nn.Linear`` layers
-(and ``nn.Conv2d`` layers, as :class:`~pygen.nn.LinearConv2d`: a linear layer over their
-input patches) for packed low-bit layers (:mod:`pygen.nn.quant`), by round to nearest or GPTQ;
+(and, with ``convs=True``, its ``nn.Conv2d`` layers, as :class:`~pygen.nn.LinearConv2d`: a
+linear layer over their input patches) for packed low-bit layers (:mod:`pygen.nn.quant`),
+by round to nearest or GPTQ;
 :func:`to_bitlinear` / :func:`pack_bitlinear` are the ternary training path (BitNet
 b1.58: fine-tune with :class:`~pygen.nn.quant.BitLinear`, then pack).
 
@@ -45,16 +46,19 @@ def quantize_model(
     forward: Callable[[nn.Module, Any], Any] | None = None,
     skip: Skip = (),
     strict: bool = False,
+    convs: bool = False,
     seed: int = 0,
     compute_dtype: torch.dtype | str | None = None,
     **options,
 ) -> nn.Module:
     """Replaces the ``nn.Linear`` layers of ``model`` (in place) by packed low-bit layers.
 
-    ``nn.Conv2d`` layers (``groups=1``, zero padding) are linear layers too: each becomes a
-    :class:`~pygen.nn.LinearConv2d` whose linear layer (named ``<conv>.linear``; its
-    ``in_features`` is ``C_in * kh * kw``) is quantized like any other, GPTQ calibrated on
-    the input patches. Other modules, whatever their math (a flow's ``ActNorm`` and
+    With ``convs=True``, ``nn.Conv2d`` layers (``groups=1``, zero padding) are quantized too:
+    each becomes a :class:`~pygen.nn.LinearConv2d` whose linear layer (named
+    ``<conv>.linear``; its ``in_features`` is ``C_in * kh * kw``) is quantized like any
+    other, GPTQ calibrated on the input patches. Opt-in because the convolution then runs
+    as a matmul over unfolded patches (``kh * kw`` times the input's memory), not as a
+    convolution kernel. Other modules, whatever their math (a flow's ``ActNorm`` and
     ``Invertible1x1Conv``, norms, embeddings), are never touched.
 
     Args:
@@ -76,6 +80,8 @@ def quantize_model(
         strict: raise if a selected layer's shape does not fit the format (default: keep
             it in float and list it in ``model.quantization["kept"]``), or if no layer is
             replaced (default: a warning naming the model).
+        convs: also quantize ``nn.Conv2d`` layers (see above). Glow's conditioners are
+            convolutions only.
         seed: the global RNG seed set (and restored after) around each calibration pass,
             so every pass sees the same random draws of ``forward``.
         compute_dtype: the layers' ``compute_dtype``: None (float32 x computes in float32)
@@ -112,7 +118,7 @@ def quantize_model(
     # An empty layer now: bad options fail before any work, with the constructor's message.
     layer_class(128, 1, compute_dtype=compute_dtype, **options)
 
-    targets, kept = _select(model, format, options.get("group_size", 128), skip, strict)
+    targets, kept = _select(model, format, options.get("group_size", 128), skip, strict, convs)
     targets = _convs_as_linear(model, targets)
     if method is None:
         replaced = {
@@ -129,14 +135,17 @@ def quantize_model(
     return model
 
 
-def to_bitlinear(model: nn.Module, *, skip: Skip = (), strict: bool = False, **options) -> nn.Module:
+def to_bitlinear(
+    model: nn.Module, *, skip: Skip = (), strict: bool = False, convs: bool = False, **options
+) -> nn.Module:
     """Replaces ``model``'s ``nn.Linear`` layers (in place) by :class:`BitLinear` layers
     starting from their weights, for ternary quantization-aware training (``options``:
-    ``per_channel``, ``norm``); ``nn.Conv2d`` layers become :class:`~pygen.nn.LinearConv2d`
-    with a BitLinear inside, as in :func:`quantize_model`. Layers whose ``in_features`` is
-    not a multiple of 64 stay in float (listed in ``model.quantization["kept"]``) unless
-    ``strict``; no layer to replace warns (``strict``: raises)."""
-    targets, kept = _select(model, "ternary", None, skip, strict)
+    ``per_channel``, ``norm``); with ``convs=True`` ``nn.Conv2d`` layers become
+    :class:`~pygen.nn.LinearConv2d` with a BitLinear inside, as in :func:`quantize_model`.
+    Layers whose ``in_features`` is not a multiple of 64 stay in float (listed in
+    ``model.quantization["kept"]``) unless ``strict``; no layer to replace warns
+    (``strict``: raises)."""
+    targets, kept = _select(model, "ternary", None, skip, strict, convs)
     targets = _convs_as_linear(model, targets)
     replaced = {name: BitLinear.from_linear(linear, **options) for name, linear in targets.items()}
     for name, layer in replaced.items():
@@ -185,7 +194,7 @@ def weight_nbytes(model: nn.Module) -> int:
     return total
 
 
-def _select(model, format, group_size, skip, strict) -> tuple[dict[str, nn.Module], list[str]]:
+def _select(model, format, group_size, skip, strict, convs) -> tuple[dict[str, nn.Module], list[str]]:
     """The layers to replace (qualified name -> ``nn.Linear`` or ``nn.Conv2d``) and the
     ones kept in float for their shape."""
     skip_fn = _skip_predicate(skip)
@@ -195,10 +204,13 @@ def _select(model, format, group_size, skip, strict) -> tuple[dict[str, nn.Modul
         if isinstance(m, nn.MultiheadAttention)
         for child, _ in m.named_modules()
     }
-    targets, kept, candidates = {}, [], 0
+    targets, kept, candidates, unselected_convs = {}, [], 0, 0
     for name, m in model.named_modules():
         linear = isinstance(m, nn.Linear) and not isinstance(m, BitLinear)
         if not (linear or isinstance(m, nn.Conv2d)) or name in inside_mha or skip_fn(name, m):
+            continue
+        if not (linear or convs):
+            unselected_convs += 1
             continue
         candidates += 1
         try:
@@ -214,11 +226,12 @@ def _select(model, format, group_size, skip, strict) -> tuple[dict[str, nn.Modul
             continue
         targets[name] = m
     if not targets:
-        why = (
-            f"every candidate was kept in float: {kept} (strict=True says why)"
-            if candidates
-            else "it has no nn.Linear or nn.Conv2d layer outside skip and nn.MultiheadAttention"
-        )
+        layers = "nn.Linear or nn.Conv2d" if convs else "nn.Linear"
+        why = f"it has no {layers} layer outside skip and nn.MultiheadAttention"
+        if candidates:
+            why = f"every candidate was kept in float: {kept} (strict=True says why)"
+        elif unselected_convs:
+            why += f" (convs=True would quantize its {unselected_convs} nn.Conv2d layers)"
         message = f"no layer of {type(model).__name__} can be quantized to {format}: {why}"
         if strict:
             raise ValueError(message)

@@ -74,7 +74,7 @@ def test_quantize_model_convolutions_rtn_and_gptq():
     model = _conv_model()
     x = _images(16, 1)
     ref = model(x).detach()
-    rtn = pygen.quantize_model(copy.deepcopy(model), "int4", group_size=32)
+    rtn = pygen.quantize_model(copy.deepcopy(model), "int4", group_size=32, convs=True)
     assert rtn.quantization["kept"] == ["0"]
     assert sorted(rtn.quantization["layers"]) == ["2", "4"]
     for i in (2, 4):
@@ -88,14 +88,19 @@ def test_quantize_model_convolutions_rtn_and_gptq():
     assert pygen.quant.weight_nbytes(rtn) == 4 * 64 * 27 + 32 * 576 // 2 + 8 * 32 // 2 + 2 * (32 * 18 + 8)
 
     gptq = pygen.quantize_model(
-        copy.deepcopy(model), "int4", method="gptq", calibration=_images(64, 2).split(16), group_size=32
+        copy.deepcopy(model),
+        "int4",
+        method="gptq",
+        calibration=_images(64, 2).split(16),
+        group_size=32,
+        convs=True,
     )
     errors = {"rtn": rel_error(rtn(x).detach(), ref), "gptq": rel_error(gptq(x).detach(), ref)}
     assert errors["gptq"] < errors["rtn"], errors
 
 
 def test_bitlinear_convolutions_and_restore():
-    model = pygen.quant.to_bitlinear(_conv_model(), per_channel=True)
+    model = pygen.quant.to_bitlinear(_conv_model(), per_channel=True, convs=True)
     assert isinstance(model[2].linear, BitLinear) and type(model[0]) is nn.Conv2d
     x = _images(4, 3)
     fake = model(x).detach()
@@ -111,8 +116,15 @@ def test_bitlinear_convolutions_and_restore():
 def test_no_layer_to_quantize_warns_or_raises():
     flow = Flow([ActNorm(4), Invertible1x1Conv(4)])
     state = copy.deepcopy(flow.state_dict())
-    with pytest.warns(UserWarning, match="no layer of Flow .*no nn.Linear or nn.Conv2d"):
+    with pytest.warns(UserWarning, match="no layer of Flow .*no nn.Linear layer"):
         pygen.quantize_model(flow, "int4")
+    with pytest.warns(UserWarning, match="no nn.Linear or nn.Conv2d layer"):
+        pygen.quantize_model(flow, "int4", convs=True)
+    # Convolutions are opt-in: left alone by default, and the warning says how to include them.
+    convs = _conv_model()
+    with pytest.warns(UserWarning, match="convs=True would quantize its 3 nn.Conv2d layers"):
+        pygen.quantize_model(convs, "int4", group_size=32)
+    assert all(type(m) is nn.Conv2d for m in convs[::2])
     assert all(torch.equal(v, state[k]) for k, v in flow.state_dict().items())
     with pytest.raises(ValueError, match="no layer of Flow"):
         pygen.quantize_model(flow, "mxfp4", strict=True)
@@ -122,7 +134,7 @@ def test_no_layer_to_quantize_warns_or_raises():
         pygen.quant.to_bitlinear(nn.Sequential(nn.Linear(20, 4)), skip="0", strict=True)
     grouped = nn.Sequential(nn.Conv2d(64, 64, 1, groups=2))
     with pytest.raises(ValueError, match="layer '0': a Conv2d with groups=2"):
-        pygen.quantize_model(grouped, "int4", strict=True)
+        pygen.quantize_model(grouped, "int4", strict=True, convs=True)
 
 
 def _glow():
@@ -166,7 +178,7 @@ def _flow_layers(model):
 def test_quantized_flow_is_the_flow_of_its_rounded_weights(family, format):
     model = {"glow": _glow, "tarflow": _tarflow}[family]()
     options = dict(group_size=32) if format == "int4" else {}
-    q = pygen.quantize_model(copy.deepcopy(model), format, **options)
+    q = pygen.quantize_model(copy.deepcopy(model), format, convs=True, **options)
     layers = q.quantization["layers"]
     if family == "glow":
         # Glow's conditioners: 3x3 (in 2 * 9 or 4 * 9: kept), 1x1 (64), 3x3 (64 * 9).
@@ -216,6 +228,7 @@ def test_flow_gptq_and_checkpoint(tmp_path, family):
         calibration=[data],
         forward=lambda m, b: m.loss(b),
         group_size=32,
+        convs=True,
     )
     q.save(tmp_path)
     loaded = type(q).load(tmp_path).eval()
