@@ -488,7 +488,7 @@ PYGEN_BF16 void decode_panel(const QuantWeight& w, const float* base, int64_t n0
   const int64_t g0 = k0 / w.group, count = (k1 - 1) / w.group + 1 - g0;
   for (int64_t r = 0; r < rows; ++r) {
     const uint8_t* row = w.packed + (n0 + r) * row_bytes + k0 / kBlockElems<L> * 16;
-    uint16_t* out = dst + r * cols;
+    uint16_t* out = dst + r * kCols;  // rows kCols apart: constant offsets in the tiles
     float s[16], z[16];
     group_params(w, n0 + r, g0, int(count), s, z);
     int64_t k = 0;
@@ -546,8 +546,46 @@ template <int MR>
 void panel_rows(const uint16_t* x, const uint16_t* wd, int64_t rows, int64_t cols, float* acc) {
   int64_t j = 0;
   for (; j + kBf16TileN <= rows; j += kBf16TileN)
-    panel_tile<MR, kBf16TileN>(x, cols, wd + j * cols, cols, cols, acc + j * 16, kPanelRows * 16);
-  for (; j < rows; ++j) panel_tile<MR, 1>(x, cols, wd + j * cols, cols, cols, acc + j * 16, kPanelRows * 16);
+    panel_tile<MR, kBf16TileN>(x, cols, wd + j * kCols, kCols, cols, acc + j * 16, kPanelRows * 16);
+  for (; j < rows; ++j)
+    panel_tile<MR, 1>(x, cols, wd + j * kCols, kCols, cols, acc + j * 16, kPanelRows * 16);
+}
+
+// Rows of x in blocks of kXBlock, each block's columns in pairs: word 2 (p * kXBlock + i) + e
+// of a block holds x[i, 2p + e]. A vector of a column pair then holds the pair for every
+// row of the block, and vdpbf16ps against a weight pair broadcast from the panel (a 32-bit
+// memory operand, no instruction of its own) adds the pair's products to one output per
+// lane: an accumulator is kXBlock outputs of one weight row, whole, so no lane sums at
+// the end, and a step costs one x load for NR weight rows instead of one load of x or w
+// per two dot products.
+constexpr int kXBlock = 16;
+
+// acc[j * 16 + i] += x_block[i, :cols] . wd[j, :cols] for j < NR, i < 16 (x_block in pairs,
+// see kXBlock; acc [NR, 16] floats).
+template <int NR>
+PYGEN_BF16 void panel_tile_pairs(const uint16_t* x, const uint16_t* wd, int64_t cols, float* acc) {
+  __m512 a[NR];
+#pragma GCC unroll 16
+  for (int j = 0; j < NR; ++j) a[j] = _mm512_loadu_ps(acc + j * 16);
+  const uint32_t* w32 = reinterpret_cast<const uint32_t*>(wd);
+  constexpr int64_t ld32 = kCols / 2;
+#pragma GCC unroll 2
+  for (int64_t p = 0; p < cols / 2; ++p) {
+    const __m512i xv = _mm512_loadu_si512(x + p * 2 * kXBlock);
+#pragma GCC unroll 16
+    for (int j = 0; j < NR; ++j) a[j] = dot_bf16(a[j], xv, _mm512_set1_epi32(int(w32[j * ld32 + p])));
+  }
+#pragma GCC unroll 16
+  for (int j = 0; j < NR; ++j) _mm512_storeu_ps(acc + j * 16, a[j]);
+}
+
+// A block of 16 rows of x (in pairs) times the panel [rows, cols], into acc [kPanelRows, 16].
+inline void panel_rows_pairs(const uint16_t* x, const uint16_t* wd, int64_t rows, int64_t cols, float* acc) {
+  int64_t j = 0;
+  for (; j + 16 <= rows; j += 16) panel_tile_pairs<16>(x, wd + j * kCols, cols, acc + j * 16);
+  if (rows - j >= 8) panel_tile_pairs<8>(x, wd + j * kCols, cols, acc + j * 16), j += 8;
+  if (rows - j >= 4) panel_tile_pairs<4>(x, wd + j * kCols, cols, acc + j * 16), j += 4;
+  for (; j < rows; ++j) panel_tile_pairs<1>(x, wd + j * kCols, cols, acc + j * 16);
 }
 
 // Prefetches the packed bytes of columns k0..k0+cols of the panel at row nb (none past
@@ -568,7 +606,10 @@ void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* xb, const T* bia
   const float* base = table_base(w.format);
   const int64_t K = w.K;
   std::vector<uint16_t> panel(kPanelRows * kCols);
-  std::vector<float> acc(M * kPanelRows * 16);  // [row of x][row of W][lane]
+  // [row of x][row of W][lane] for the rows after the pair blocks; the pair blocks'
+  // [block][row of W][row of x in the block] before them, the same size.
+  std::vector<float> acc(M * kPanelRows * 16);
+  const int64_t M16 = M / kXBlock * kXBlock;
   for (int64_t nb = n0; nb < n1; nb += kPanelRows) {
     const int64_t rows = std::min(kPanelRows, n1 - nb);
     std::fill(acc.begin(), acc.end(), 0.0f);
@@ -578,7 +619,9 @@ void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* xb, const T* bia
       prefetch_panel(w, nb + (k0 + kPrefetchPanels * kCols) / K * kPanelRows,
                      (k0 + kPrefetchPanels * kCols) % K, kCols, n1);
       const uint16_t* block = xb + M * k0;  // [M, cols]
-      int64_t m = 0;
+      for (int64_t m = 0; m < M16; m += kXBlock)
+        panel_rows_pairs(block + m * cols, panel.data(), rows, cols, acc.data() + m * kPanelRows * 16);
+      int64_t m = M16;
       static_assert(kBf16TileM == 4, "the switch below covers remainders 1..3");
       for (; m + kBf16TileM <= M; m += kBf16TileM)
         panel_rows<kBf16TileM>(block + m * cols, panel.data(), rows, cols, acc.data() + m * kPanelRows * 16);
@@ -594,7 +637,13 @@ void gemm_bf16(const QuantWeight& w, int64_t M, const uint16_t* xb, const T* bia
           panel_rows<1>(block + m * cols, panel.data(), rows, cols, acc_m);
       }
     }
-    for (int64_t m = 0; m < M; ++m)
+    for (int64_t m = 0; m < M16; m += kXBlock)
+      for (int64_t j = 0; j < rows; ++j) {
+        const float* a = acc.data() + (m * kPanelRows + j) * 16;
+        const float b = bias ? to_float(bias[nb + j]) : 0.0f;
+        for (int64_t i = 0; i < kXBlock; ++i) store_out(out + (m + i) * w.N + nb + j, a[i] + b);
+      }
+    for (int64_t m = M16; m < M; ++m)
       for (int64_t j = 0; j < rows; ++j)
         store_out(out + m * w.N + nb + j, hsum(_mm512_loadu_ps(acc.data() + (m * kPanelRows + j) * 16)) +
                                               (bias ? to_float(bias[nb + j]) : 0.0f));
@@ -656,13 +705,22 @@ void chunk_order(const S* src, uint16_t* dst) {
 // narrower), each block [M, width] row-major, its columns in decode_panel's order.
 template <class S>
 void block_x(const S* x, int64_t M, int64_t K, int64_t chunk, uint16_t* xb) {
+  const int64_t M16 = M / kXBlock * kXBlock;
+  std::vector<uint16_t> rows(kXBlock * std::min(K, kCols));
   for (int64_t k0 = 0; k0 < K; k0 += kCols) {
     const int64_t width = std::min(K - k0, kCols), whole = chunk ? width / chunk * chunk : 0;
     for (int64_t m = 0; m < M; ++m) {
       const S* src = x + m * K + k0;
-      uint16_t* dst = xb + M * k0 + m * width;
+      // Rows of a pair block are written in order first, then interleaved into pairs.
+      uint16_t* dst = m < M16 ? rows.data() + m % kXBlock * width : xb + M * k0 + m * width;
       for (int64_t k = 0; k < whole; k += chunk) chunk_order(src + k, dst + k);
       for (int64_t k = whole; k < width; ++k) dst[k] = bf16_bits(src[k]);
+      if (m < M16 && m % kXBlock == kXBlock - 1) {
+        auto* pairs = reinterpret_cast<uint32_t*>(xb + M * k0 + (m + 1 - kXBlock) * width);
+        const auto* r32 = reinterpret_cast<const uint32_t*>(rows.data());
+        for (int64_t p = 0; p < width / 2; ++p)
+          for (int64_t i = 0; i < kXBlock; ++i) pairs[p * kXBlock + i] = r32[i * (width / 2) + p];
+      }
     }
   }
 }
