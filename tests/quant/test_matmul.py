@@ -68,8 +68,9 @@ def test_every_m_up_to_300(torch_seed, device):
 def test_bf16_every_m_every_format(torch_seed, device, fmt, opts):
     # bfloat16 x: every group size and scale dtype; on the CPU (AVX512-BF16) M > 4 runs
     # the bfloat16 GEMM: K = 640 is a block of 512 columns and a narrower one (groups of
-    # 32 read 16 then 4 scales), odd N ends on a partial panel of 16 and tile of 4, and
-    # M covers every remainder of the 4-row tiles.
+    # 32 read 16 then 4 scales), odd N ends on a partial panel of 16 and tile of 4 (13
+    # rows: the 16-row blocks of x run it as 8, 4 and 1 weight rows), and M covers 1 to 18
+    # blocks of 16 rows of x and every remainder of them and of the 4-row tiles after them.
     n, k = 45, 640
     qw = quantized(fmt, opts, n, k, device=device)
     x = torch.randn(300, k, device=device).bfloat16()
