@@ -135,10 +135,11 @@ PYGEN_HD int rq_row_bad(RqRow<const T> uw, RqRow<const T> uh, RqRow<const T> ud,
 // The knots around one bin, and the softmax mass below it (for the backward).
 template <class C>
 struct RqKnots {
-  int k;      // the bin
-  C lo, hi;   // knot_k, knot_{k+1}
-  C p_below;  // sum of softmax_i, i < k
-  C p_upto;   // sum of softmax_i, i <= k (1 for the last bin)
+  int k;               // the bin
+  C lo, hi;            // knot_k, knot_{k+1}, rounded to C
+  C lo_rest, hi_rest;  // what the rounding dropped (rq_knot_rest)
+  C p_below;           // sum of softmax_i, i < k
+  C p_upto;            // sum of softmax_i, i <= k (1 for the last bin)
 };
 
 // The interior knots of a partition, knot_j = -B + 2B sum_{i <= j} (m + (1 - m K) p_i)
@@ -154,9 +155,15 @@ PYGEN_HD double rq_knot_step(double bound, double min_size) { return 2.0 * bound
 PYGEN_HD double rq_knot_rate(double bound, double min_size, int K, double sum) {
   return 2.0 * bound * (1.0 - min_size * K) / sum;
 }
+PYGEN_HD double rq_knot(double bound, double step, double rate, int j, double cum) {
+  return -bound + step * double(j + 1) + rate * cum;
+}
+// What rounding the knot to C drops, in C: their float64 sum is the knot as computed
+// (exactly, for float32: 24 + 24 bits); zero for float64. The search and the forward
+// read the rounded knot, the inverse's root both (rq_bin_root).
 template <class C>
-PYGEN_HD C rq_knot(double bound, double step, double rate, int j, double cum) {
-  return C(-bound + step * double(j + 1) + rate * cum);
+PYGEN_HD C rq_knot_rest(double knot64) {
+  return C(knot64 - double(C(knot64)));
 }
 
 // One row's partition of [-B, B]: the softmax of its K unnormalized sizes, walked knot
@@ -190,21 +197,24 @@ struct RqPartition {
   // With search: the bin holding v (knot_k <= v < knot_{k+1}, the last bin closed, as
   // nflows' searchsorted; NaN v lands in the last bin); else bin k.
   PYGEN_HD RqKnots<C> walk(bool search, C v, int k) const {
-    RqKnots<C> r{K - 1, -bound, bound, C(0), C(1)};
+    RqKnots<C> r{K - 1, -bound, bound, C(0), C(0), C(0), C(1)};
     double cum = 0;
     for (int j = 0; j < K - 1; ++j) {
       const C e = rq_exp_nonpos(to_acc(u[j]) - max);
       const C p = e / sum;
       cum += double(e);
-      const C knot = rq_knot<C>(double(bound), step, rate, j, cum);
+      const double knot64 = rq_knot(double(bound), step, rate, j, cum);
+      const C knot = C(knot64);
       if (search ? v < knot : j == k) {
         r.k = j;
         r.hi = knot;
+        r.hi_rest = rq_knot_rest<C>(knot64);
         r.p_upto = r.p_below + p;
         return r;
       }
       r.p_below += p;
       r.lo = knot;
+      r.lo_rest = rq_knot_rest<C>(knot64);
     }
     return r;
   }
@@ -225,10 +235,18 @@ struct RqPartition {
   }
 };
 
-// One bin of the spline: its corner knots and the derivatives there.
+// One bin of the spline: its corner knots (rounded to C) and the derivatives there.
 template <class C>
 struct RqBin {
   C x0, x1, y0, y1, d0, d1;
+};
+
+// What rounding dropped from the bin's height knots (rq_knot_rest): y0 + rest.y0 in
+// float64 is the knot as computed. Only the inverse reads it; its width knots enter x
+// without amplification, so their rounding to C costs nothing measurable.
+template <class C>
+struct RqBinRest {
+  C y0, y1;
 };
 
 // The gradient of the loss with respect to the element's input and its bin's corners.
@@ -252,26 +270,38 @@ PYGEN_HD void rq_bin_forward(const RqBin<C>& b, C x, C* y, C* lad) {
 }
 
 // The position theta in [0, 1] of the bin whose spline value is y: the root of the
-// quadratic, in the cancellation-free form 2c / (-b - sqrt(b^2 - 4ac)).
+// quadratic, in the cancellation-free form 2c / (-b - sqrt(b^2 - 4ac)), in float64 from
+// the height knots as computed (b's plus rest) whatever C. Where the spline is flat (slopes
+// down to ~1e-6: a low bin between steep corners) the root is ill-conditioned: x moves by
+// an error in y - y0 over the slope, and in float32 the roundings of a, b and c (sums
+// of terms ~h d0 that cancel to ~h s there), of the root formula on them, of y - y0 and
+// of the knots themselves all act as such errors, the quadratic's the most. They broke
+// the 2x rule against PyTorch's float32 in 10 of 600 comparisons (up to 5.4x); in
+// float64 none does there (tests/flows/test_rq_spline.py, test_float32_error_wide_draws).
+// What remains, 5 of 2000 over 1000 more draws (up to 4.2x, as often as the forward),
+// is the softmax's float32 exponentials moving the knots: only float64 ones remove it.
 template <class C>
-PYGEN_HD C rq_bin_root(const RqBin<C>& b, C y) {
-  const C w = b.x1 - b.x0, h = b.y1 - b.y0, s = h / w;
-  const C dy = y - b.y0;
-  const C curv = b.d0 + b.d1 - C(2) * s;
-  const C qa = dy * curv + h * (s - b.d0);
-  const C qb = h * b.d0 - dy * curv;
-  const C qc = -s * dy;
-  const C disc = qb * qb - C(4) * qa * qc;
+PYGEN_HD double rq_bin_root(const RqBin<C>& b, const RqBinRest<C>& rest, C y) {
+  const double y0 = double(b.y0) + double(rest.y0);
+  const double w = double(b.x1) - double(b.x0), h = (double(b.y1) + double(rest.y1)) - y0;
+  const double s = h / w, d0 = b.d0, d1 = b.d1;
+  const double dy = double(y) - y0;
+  const double curv = d0 + d1 - 2.0 * s;
+  const double qa = dy * curv + h * (s - d0);
+  const double qb = h * d0 - dy * curv;
+  const double qc = -s * dy;
+  const double disc = qb * qb - 4.0 * qa * qc;
   // Never negative in exact arithmetic (nflows asserts it); rounding may make it so.
-  return (C(2) * qc) / (-qb - rq_sqrt(disc > C(0) ? disc : C(0)));
+  return (2.0 * qc) / (-qb - rq_sqrt(disc > 0.0 ? disc : 0.0));
 }
 
-// Inverse: x and log|dx/dy| at y in the bin.
+// Inverse: x (from the float64 root, rounded once) and log|dx/dy| at y in the bin.
 template <class C>
-PYGEN_HD void rq_bin_inverse(const RqBin<C>& b, C y, C* x, C* lad) {
-  const C theta = rq_bin_root(b, y);
+PYGEN_HD void rq_bin_inverse(const RqBin<C>& b, const RqBinRest<C>& rest, C y, C* x, C* lad) {
+  const double theta64 = rq_bin_root(b, rest, y);
+  *x = C(theta64 * (double(b.x1) - double(b.x0)) + double(b.x0));
   const C w = b.x1 - b.x0, h = b.y1 - b.y0, s = h / w;
-  *x = theta * w + b.x0;
+  const C theta = C(theta64);
   const C t = theta * (C(1) - theta);
   const C den = s + (b.d0 + b.d1 - C(2) * s) * t;
   const C u = C(1) - theta;
@@ -286,9 +316,10 @@ PYGEN_HD void rq_bin_inverse(const RqBin<C>& b, C y, C* x, C* lad) {
 // lad = 2 log s + log M - 2 log D; the inverse differentiates theta implicitly
 // through f(theta) = y - y0.
 template <class C>
-PYGEN_HD RqBinGrad<C> rq_bin_backward(const RqBin<C>& b, C in, bool inverse, C gy, C gl) {
+PYGEN_HD RqBinGrad<C> rq_bin_backward(const RqBin<C>& b, const RqBinRest<C>& rest, C in, bool inverse, C gy,
+                                      C gl) {
   const C w = b.x1 - b.x0, h = b.y1 - b.y0, s = h / w;
-  const C theta = inverse ? rq_bin_root(b, in) : (in - b.x0) / w;
+  const C theta = inverse ? C(rq_bin_root(b, rest, in)) : (in - b.x0) / w;
   const C u = C(1) - theta;
   const C t = theta * u;
   const C curv = b.d0 + b.d1 - C(2) * s;
@@ -346,6 +377,7 @@ struct RqElement {
   RqPartition<T> pw, ph;
   RqKnots<C> kw, ky;
   RqBin<C> bin;
+  RqBinRest<C> rest;
 };
 
 // Locates `in` (x, or y with inverse) inside [-B, B] in the spline of one element's
@@ -366,7 +398,7 @@ PYGEN_HD RqElement<T> rq_locate(RqRow<const T> uw, RqRow<const T> uh, RqRow<cons
   const C d1 = k == K - 1 ? dbound : C(kRqMinDerivative) + rq_softplus(to_acc(ud[k]));
   const RqKnots<C>& kw = inverse ? paired : found;
   const RqKnots<C>& ky = inverse ? found : paired;
-  return {pw, ph, kw, ky, {kw.lo, kw.hi, ky.lo, ky.hi, d0, d1}};
+  return {pw, ph, kw, ky, {kw.lo, kw.hi, ky.lo, ky.hi, d0, d1}, {ky.lo_rest, ky.hi_rest}};
 }
 
 // One element's output and log|d out / d in|, forward or inverse; the identity outside
@@ -382,7 +414,7 @@ PYGEN_HD void rq_spline_element(RqRow<const T> uw, RqRow<const T> uh, RqRow<cons
   }
   const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in);
   if (inverse)
-    rq_bin_inverse(e.bin, in, out, lad);
+    rq_bin_inverse(e.bin, e.rest, in, out, lad);
   else
     rq_bin_forward(e.bin, in, out, lad);
 }
@@ -400,7 +432,7 @@ PYGEN_HD AccOf<T> rq_spline_element_backward(RqRow<const T> uw, RqRow<const T> u
     return gy;
   }
   const RqElement<T> e = rq_locate(uw, uh, ud, K, bound, inverse, in);
-  const RqBinGrad<C> g = rq_bin_backward(e.bin, in, inverse, gy, gl);
+  const RqBinGrad<C> g = rq_bin_backward(e.bin, e.rest, in, inverse, gy, gl);
   e.pw.backward(e.kw, g.x0, g.x1, gw);
   e.ph.backward(e.ky, g.y0, g.y1, gh);
   const int k = e.ky.k;

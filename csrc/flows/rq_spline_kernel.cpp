@@ -79,9 +79,11 @@ void store_lanes(const C* __restrict src, int rows, int64_t i0, int n, T* base, 
 template <class C>
 struct Side {
   C* p;     // [K][L]: the unnormalized sizes as loaded, then their softmax
-  C* knot;  // [K - 1][L]: the interior knots
-  // The bin's knots, and the softmax mass below it and up to it (for the backward).
-  C lo[L], hi[L], p_below[L], p_upto[L];
+  C* knot;  // [K - 1][L]: the interior knots, rounded to C
+  C* rest;  // [K - 1][L]: what the rounding dropped (rq_knot_rest); the inverse's heights' only
+  // The bin's knots and their rests, and the softmax mass below it and up to it (for
+  // the backward).
+  C lo[L], hi[L], lo_rest[L], hi_rest[L], p_below[L], p_upto[L];
 };
 
 // A tile's parameters and per-lane state, and the steps of the spline on them.
@@ -91,10 +93,12 @@ class Tile {
   using C = AccOf<T>;
 
   explicit Tile(const RqSplineInputs& in)
-      : in_(in), K(in.bins), bound(C(in.tail_bound)), buf_(size_t(L) * 5 * in.bins) {
+      : in_(in), K(in.bins), bound(C(in.tail_bound)), buf_(size_t(L) * (6 * in.bins - 4)) {
     C* b = buf_.data();
     w.p = b, h.p = b + K * L, d = b + 2 * K * L;
     w.knot = d + (K - 1) * L, h.knot = w.knot + (K - 1) * L;
+    h.rest = h.knot + (K - 1) * L;
+    w.rest = nullptr;
     dbound = rq_boundary_derivative<C>();
   }
 
@@ -113,11 +117,11 @@ class Tile {
       inside[l] = int32_t(in[l] >= -bound) & int32_t(in[l] <= bound);  // 0 for NaN
       v[l] = sel(inside[l], in[l], C(0));
     }
-    partition(w, kRqMinBinWidth);
-    partition(h, kRqMinBinHeight);
+    partition<false>(w, kRqMinBinWidth);
+    partition<Inverse>(h, kRqMinBinHeight);
     search(Inverse ? h : w);
-    corners(w);
-    corners(h);
+    corners<false>(w);
+    corners<Inverse>(h);
     // The derivatives at the bin's corners: 1 at -B and B, else from the interior knots.
     const C m = C(kRqMinDerivative);
     for (int l = 0; l < L; ++l) raw0[l] = raw1[l] = 0;
@@ -139,7 +143,7 @@ class Tile {
     for (int l = 0; l < L; ++l) {
       C out, ld;
       if (Inverse)
-        rq_bin_inverse(bin(l), v[l], &out, &ld);
+        rq_bin_inverse(bin(l), rest(l), v[l], &out, &ld);
       else
         rq_bin_forward(bin(l), v[l], &out, &ld);
       y[l] = sel(inside[l], out, in[l]);
@@ -153,7 +157,8 @@ class Tile {
   void backward(const C* gy, const C* gl, C* gx) {
     C gw0[L], gw1[L], gh0[L], gh1[L], gd0[L], gd1[L];
     for (int l = 0; l < L; ++l) {
-      const RqBinGrad<C> g = rq_bin_backward(bin(l), v[l], Inverse, gy[l], gl[l]);
+      const RqBinGrad<C> g =
+          rq_bin_backward(bin(l), Inverse ? rest(l) : RqBinRest<C>{}, v[l], Inverse, gy[l], gl[l]);
       gx[l] = sel(inside[l], g.in, gy[l]);
       gw0[l] = g.x0, gw1[l] = g.x1, gh0[l] = g.y0, gh1[l] = g.y1;
       gd0[l] = g.d0 * rq_softplus_grad(raw0[l]);
@@ -176,6 +181,7 @@ class Tile {
   // Lane l's bin, assembled from the lane arrays: an array of RqBin structs would keep
   // the compiler from vectorizing the loops over lanes.
   RqBin<C> bin(int l) const { return {w.lo[l], w.hi[l], h.lo[l], h.hi[l], d0[l], d1[l]}; }
+  RqBinRest<C> rest(int l) const { return {h.lo_rest[l], h.hi_rest[l]}; }
 
   // Whether the [rows][L] values are all finite (a NaN or an infinity makes the sum NaN).
   bool all_finite(const C* a, int rows) const {
@@ -188,7 +194,9 @@ class Tile {
   }
 
   // The softmax of the sizes and the interior knots, as RqPartition computes them (the
-  // knots from float64 sums of the exponentials, rounded once: rq_knot).
+  // knots from float64 sums of the exponentials, rounded once: rq_knot), with their
+  // rests for the inverse.
+  template <bool Rest>
   void partition(Side<C>& s, double min_size) const {
     C mx[L], sum[L];
     double sum64[L], cum[L], rate[L];
@@ -204,7 +212,9 @@ class Tile {
     for (int j = 0; j < K - 1; ++j)
       for (int l = 0; l < L; ++l) {
         cum[l] += double(s.p[j * L + l]);
-        s.knot[j * L + l] = rq_knot<C>(b, step, rate[l], j, cum[l]);
+        const double knot = rq_knot(b, step, rate[l], j, cum[l]);
+        s.knot[j * L + l] = C(knot);
+        if (Rest) s.rest[j * L + l] = rq_knot_rest<C>(knot);
       }
     for (int j = 0; j < K; ++j)
       for (int l = 0; l < L; ++l) s.p[j * L + l] /= sum[l];
@@ -218,7 +228,9 @@ class Tile {
       for (int l = 0; l < L; ++l) k[l] += int32_t(v[l] >= s.knot[j * L + l]);
   }
 
-  // The knots around each lane's bin and the softmax mass below it, selected.
+  // The knots around each lane's bin (and their rests for the inverse) and the softmax
+  // mass below it, selected.
+  template <bool Rest>
   void corners(Side<C>& s) const {
     C pk[L];
     for (int l = 0; l < L; ++l) s.lo[l] = -bound, s.hi[l] = bound, s.p_below[l] = 0, pk[l] = 0;
@@ -228,6 +240,15 @@ class Tile {
         s.lo[l] = sel(j < k[l], knot, s.lo[l]);
         s.hi[l] = sel(j == k[l], knot, s.hi[l]);
       }
+    if (Rest) {
+      for (int l = 0; l < L; ++l) s.lo_rest[l] = s.hi_rest[l] = 0;
+      for (int j = 0; j < K - 1; ++j)
+        for (int l = 0; l < L; ++l) {
+          const C rest = s.rest[j * L + l];
+          s.lo_rest[l] = sel(j < k[l], rest, s.lo_rest[l]);
+          s.hi_rest[l] = sel(j == k[l], rest, s.hi_rest[l]);
+        }
+    }
     for (int j = 0; j < K; ++j)
       for (int l = 0; l < L; ++l) {
         const C p = s.p[j * L + l];
